@@ -1,0 +1,20 @@
+"""hacache: a sharded, highly-available Redis cache backend for Django.
+
+Use ``"BACKEND": "hacache.HACache"`` in ``CACHES``. The backend is imported lazily so that the
+topology launcher (``python -m hacache.topology``) works without Django configured.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["HACache"]
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "HACache":
+        from hacache.backend import HACache
+
+        return HACache
+    raise AttributeError(f"module 'hacache' has no attribute {name!r}")

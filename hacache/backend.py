@@ -1,0 +1,178 @@
+"""The Django cache backend: makes and checks keys and timeouts, and hands each call on.
+
+It stays thin on purpose: what to send lives in ``ops``, where it goes in ``router``. Django
+builds one of these per thread and calls ``close()`` after every request, so it holds nothing
+that is expensive to build: the router (pools, ring) is shared by the whole process.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
+
+from hacache.ops import Ops
+from hacache.router import get_router
+
+# Characters memcached rejects; only keys containing one (or too long) take Django's slow check.
+_SUSPECT_KEY = re.compile(r"[\x00-\x20\x7f]")
+_MEMCACHE_MAX_KEY_LENGTH = 250
+
+
+class HACache(BaseCache):
+    def __init__(self, server: Any, params: dict[str, Any]) -> None:
+        super().__init__(params)
+        self._router = get_router(server, params.get("OPTIONS"))
+        self._ops = Ops(self._router, self._router.options.serializer)
+        self._run = self._router.run
+        self._arun = self._router.arun
+
+    def get_backend_timeout(self, timeout: Any = DEFAULT_TIMEOUT) -> int | None:
+        """Seconds for Redis: ``None`` never expires, ``0`` (or negative) expires at once."""
+        if timeout is DEFAULT_TIMEOUT:
+            timeout = self.default_timeout
+        return None if timeout is None else max(0, int(timeout))
+
+    def validate_key(self, key: str) -> None:
+        # Same warnings as Django's backends, without scanning every character of every key.
+        if len(key) > _MEMCACHE_MAX_KEY_LENGTH or _SUSPECT_KEY.search(key):
+            super().validate_key(key)
+
+    def _key(self, key: Any, version: int | None) -> str:
+        key = self.make_key(key, version=version)
+        self.validate_key(key)
+        return key
+
+    def _keys(self, keys: Iterable[Any], version: int | None) -> dict[str, Any]:
+        return {self._key(key, version): key for key in keys}
+
+    # -- sync API --------------------------------------------------------------------------
+
+    def add(self, key, value, timeout=DEFAULT_TIMEOUT, version=None) -> bool:
+        return self._run(
+            self._ops.add(self._key(key, version), value, self.get_backend_timeout(timeout))
+        )
+
+    def get(self, key, default=None, version=None) -> Any:
+        return self._run(self._ops.get(self._key(key, version), default))
+
+    def set(self, key, value, timeout=DEFAULT_TIMEOUT, version=None) -> None:
+        self._run(self._ops.set(self._key(key, version), value, self.get_backend_timeout(timeout)))
+
+    def touch(self, key, timeout=DEFAULT_TIMEOUT, version=None) -> bool:
+        return self._run(
+            self._ops.touch(self._key(key, version), self.get_backend_timeout(timeout))
+        )
+
+    def delete(self, key, version=None) -> bool:
+        return self._run(self._ops.delete(self._key(key, version)))
+
+    def has_key(self, key, version=None) -> bool:
+        return self._run(self._ops.has_key(self._key(key, version)))
+
+    def incr(self, key, delta=1, version=None) -> int:
+        return self._run(self._ops.incr(self._key(key, version), delta))
+
+    def get_many(self, keys, version=None) -> dict[Any, Any]:
+        key_map = self._keys(keys, version)
+        if not key_map:
+            return {}
+        found = self._run(self._ops.get_many(key_map))
+        return {key_map[k]: v for k, v in found.items()}
+
+    def set_many(self, data, timeout=DEFAULT_TIMEOUT, version=None) -> list[Any]:
+        if data:
+            safe = {self._key(key, version): value for key, value in data.items()}
+            self._run(self._ops.set_many(safe, self.get_backend_timeout(timeout)))
+        return []
+
+    def delete_many(self, keys, version=None) -> None:
+        key_map = self._keys(keys, version)
+        if key_map:
+            self._run(self._ops.delete_many(key_map))
+
+    def clear(self) -> bool:
+        return self._run(self._ops.clear())
+
+    def incr_version(self, key, delta=1, version=None) -> int:
+        """Unlike Django's default, the value keeps the lifetime it had left."""
+        if version is None:
+            version = self.version
+        old, new = self._key(key, version), self._key(key, version + delta)
+        found = self._run(self._ops.dump(old))
+        if found is None:
+            raise ValueError(f"Key '{key}' not found")
+        if new != old:
+            self._run(self._ops.restore(new, *found))
+            self._run(self._ops.delete(old))
+        return version + delta
+
+    def close(self, **kwargs: Any) -> None:
+        """Called by Django after every request: pooled connections are kept for the next."""
+
+    # -- async API: the same operations, awaited on redis.asyncio --------------------------
+
+    async def aadd(self, key, value, timeout=DEFAULT_TIMEOUT, version=None) -> bool:
+        return await self._arun(
+            self._ops.add(self._key(key, version), value, self.get_backend_timeout(timeout))
+        )
+
+    async def aget(self, key, default=None, version=None) -> Any:
+        return await self._arun(self._ops.get(self._key(key, version), default))
+
+    async def aset(self, key, value, timeout=DEFAULT_TIMEOUT, version=None) -> None:
+        await self._arun(
+            self._ops.set(self._key(key, version), value, self.get_backend_timeout(timeout))
+        )
+
+    async def atouch(self, key, timeout=DEFAULT_TIMEOUT, version=None) -> bool:
+        return await self._arun(
+            self._ops.touch(self._key(key, version), self.get_backend_timeout(timeout))
+        )
+
+    async def adelete(self, key, version=None) -> bool:
+        return await self._arun(self._ops.delete(self._key(key, version)))
+
+    async def ahas_key(self, key, version=None) -> bool:
+        return await self._arun(self._ops.has_key(self._key(key, version)))
+
+    async def aincr(self, key, delta=1, version=None) -> int:
+        return await self._arun(self._ops.incr(self._key(key, version), delta))
+
+    async def aget_many(self, keys, version=None) -> dict[Any, Any]:
+        key_map = self._keys(keys, version)
+        if not key_map:
+            return {}
+        found = await self._arun(self._ops.get_many(key_map))
+        return {key_map[k]: v for k, v in found.items()}
+
+    async def aset_many(self, data, timeout=DEFAULT_TIMEOUT, version=None) -> list[Any]:
+        if data:
+            safe = {self._key(key, version): value for key, value in data.items()}
+            await self._arun(self._ops.set_many(safe, self.get_backend_timeout(timeout)))
+        return []
+
+    async def adelete_many(self, keys, version=None) -> None:
+        key_map = self._keys(keys, version)
+        if key_map:
+            await self._arun(self._ops.delete_many(key_map))
+
+    async def aclear(self) -> bool:
+        return await self._arun(self._ops.clear())
+
+    async def aincr_version(self, key, delta=1, version=None) -> int:
+        if version is None:
+            version = self.version
+        old, new = self._key(key, version), self._key(key, version + delta)
+        found = await self._arun(self._ops.dump(old))
+        if found is None:
+            raise ValueError(f"Key '{key}' not found")
+        if new != old:
+            await self._arun(self._ops.restore(new, *found))
+            await self._arun(self._ops.delete(old))
+        return version + delta
+
+    async def aclose(self, **kwargs: Any) -> None:
+        """See ``close()``."""

@@ -1,0 +1,291 @@
+"""``LOCATION`` and ``OPTIONS`` parsed and validated in one place, into frozen objects.
+
+Anything wrong raises ``ImproperlyConfigured`` naming the setting and what was expected, so a
+typo fails at start-up instead of being silently ignored. The user's settings are never mutated.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis.asyncio.connection as async_connection
+import redis.connection as sync_connection
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
+
+from hacache.ring import DEFAULT_VNODES, KETAMA_KEY_HASHES
+from hacache.serializers import Serializer
+
+# URL query parameters that redis-py turns into connection arguments.
+_REDIS_URL_PARAMS = frozenset(
+    {
+        "db",
+        "socket_timeout",
+        "socket_connect_timeout",
+        "socket_read_size",
+        "socket_keepalive",
+        "health_check_interval",
+        "protocol",
+        "client_name",
+    }
+)
+# Our own URL query parameters: a shard's identity on the ring and its share of keys.
+_SHARD_URL_PARAMS = frozenset({"name", "weight"})
+
+# Connection arguments we decide, so a user's CONNECTION_OPTIONS may not override them.
+_RESERVED_CONNECTION_KWARGS = frozenset(
+    {"host", "port", "path", "db", "username", "password", "connection_class", "retry"}
+)
+
+_ASYNC_CLASS = {
+    sync_connection.Connection: async_connection.Connection,
+    sync_connection.SSLConnection: async_connection.SSLConnection,
+    sync_connection.UnixDomainSocketConnection: async_connection.UnixDomainSocketConnection,
+}
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """One Redis server: its stable name on the ring, weight, and how to connect to it."""
+
+    name: str
+    weight: int
+    address: str  # host:port or socket path, for messages; never holds the password
+    connection_class: type
+    async_connection_class: type
+    connection_kwargs: Mapping[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Options:
+    shards: tuple[ShardSpec, ...]
+    serializer: Serializer
+    placement: str
+    vnodes: int
+    ketama_hash: str
+    hash_tags: bool
+    socket_connect_timeout: float
+    socket_timeout: float
+    max_connections: int | None
+    pool_timeout: float
+
+
+def _fail(setting: str, problem: str) -> ImproperlyConfigured:
+    return ImproperlyConfigured(f"hacache: {setting}: {problem}")
+
+
+def _positive_number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise _fail(f"OPTIONS['{name}']", f"expected a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _fail(f"OPTIONS['{name}']", f"expected a positive integer, got {value!r}")
+    return value
+
+
+def _optional_positive_int(name: str, value: Any) -> int | None:
+    return None if value is None else _positive_int(name, value)
+
+
+def _boolean(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(f"OPTIONS['{name}']", f"expected True or False, got {value!r}")
+    return value
+
+
+def _dict(name: str, value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise _fail(f"OPTIONS['{name}']", f"expected a dict with string keys, got {value!r}")
+    return MappingProxyType(dict(value))
+
+
+def _choice(*choices: str) -> Callable[[str, Any], str]:
+    def parse(name: str, value: Any) -> str:
+        if value not in choices:
+            expected = " or ".join(repr(c) for c in choices)
+            raise _fail(f"OPTIONS['{name}']", f"expected {expected}, got {value!r}")
+        return value
+
+    return parse
+
+
+def _dotted_path(name: str, value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return import_string(value)
+    except ImportError as exc:
+        raise _fail(f"OPTIONS['{name}']", f"cannot import {value!r}: {exc}") from exc
+
+
+# name -> (parser, default). The single list of what OPTIONS may hold.
+SCHEMA: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
+    "SERIALIZER": (_dotted_path, "hacache.serializers.PickleSerializer"),
+    "SERIALIZER_OPTIONS": (_dict, {}),
+    "PLACEMENT": (_choice("consistent", "ketama"), "consistent"),
+    "VNODES": (_positive_int, DEFAULT_VNODES),
+    "KETAMA_HASH": (_choice(*KETAMA_KEY_HASHES), "md5"),
+    "HASH_TAGS": (_boolean, False),
+    "SOCKET_CONNECT_TIMEOUT": (_positive_number, 0.5),
+    "SOCKET_TIMEOUT": (_positive_number, 0.5),
+    "MAX_CONNECTIONS": (_optional_positive_int, None),
+    "POOL_TIMEOUT": (_positive_number, 0.5),
+    "CONNECTION_OPTIONS": (_dict, {}),
+}
+
+
+def split_location(location: Any) -> list[str]:
+    if isinstance(location, str):
+        urls = [u.strip() for u in re.split("[;,]", location)]
+    elif isinstance(location, (list, tuple)) and all(isinstance(u, str) for u in location):
+        urls = [u.strip() for u in location]
+    else:
+        raise _fail(
+            "LOCATION",
+            f"expected a list of Redis URLs or a comma-separated string, got {location!r}",
+        )
+    urls = [u for u in urls if u]
+    if not urls:
+        raise _fail("LOCATION", "no Redis server given; expected e.g. 'redis://127.0.0.1:6379/0'")
+    return urls
+
+
+def _redacted(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + netloc))
+
+
+def parse_shard(url: str, common: Mapping[str, Any]) -> ShardSpec:
+    """One ``LOCATION`` entry: a redis://, rediss:// or unix:// URL with optional name/weight."""
+    shown = _redacted(url)
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise _fail("LOCATION", f"{shown!r}: expected a redis://, rediss:// or unix:// URL")
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    ours = {k: query.pop(k) for k in list(query) if k in _SHARD_URL_PARAMS}
+    unknown = [k for k in query if k not in _REDIS_URL_PARAMS and not k.startswith("ssl_")]
+    if unknown:
+        allowed = ", ".join(sorted(_REDIS_URL_PARAMS | _SHARD_URL_PARAMS))
+        raise _fail(
+            "LOCATION",
+            f"{shown!r}: unknown URL parameter(s) {', '.join(unknown)}; "
+            f"allowed: {allowed} and ssl_*",
+        )
+    try:
+        kwargs = sync_connection.parse_url(urlunsplit(parts._replace(query=urlencode(query))))
+    except ValueError as exc:
+        raise _fail("LOCATION", f"{shown!r}: {exc}") from exc
+    connection_class = kwargs.pop("connection_class", sync_connection.Connection)
+    if "path" in kwargs:
+        address = kwargs["path"]
+    else:
+        kwargs.setdefault("port", 6379)
+        if not kwargs.get("host"):
+            raise _fail("LOCATION", f"{shown!r}: no host")
+        address = f"{kwargs['host']}:{kwargs['port']}"
+    weight = ours.get("weight", "1")
+    if not weight.isdigit() or int(weight) < 1:
+        raise _fail("LOCATION", f"{shown!r}: weight must be a positive integer, got {weight!r}")
+    name = ours.get("name") or address
+    merged = {**common, **kwargs}
+    try:  # Building one (it does not connect) is the surest check of the arguments.
+        connection_class(**merged)
+    except (TypeError, ValueError) as exc:
+        raise _fail("OPTIONS['CONNECTION_OPTIONS']", f"rejected for {shown!r}: {exc}") from exc
+    return ShardSpec(
+        name=name,
+        weight=int(weight),
+        address=address,
+        connection_class=connection_class,
+        async_connection_class=_ASYNC_CLASS.get(connection_class, connection_class),
+        connection_kwargs=MappingProxyType(merged),
+    )
+
+
+def _parse_values(options: Any) -> dict[str, Any]:
+    if options is None:
+        options = {}
+    if not isinstance(options, Mapping):
+        raise _fail("OPTIONS", f"expected a dict, got {options!r}")
+    values = {}
+    for key in options:
+        if key not in SCHEMA:
+            close = difflib.get_close_matches(str(key).upper(), SCHEMA, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise _fail(
+                f"OPTIONS[{key!r}]", f"unknown option.{hint} Valid options: {', '.join(SCHEMA)}"
+            )
+    for key, (parse, default) in SCHEMA.items():
+        values[key] = parse(key, options.get(key, default))
+    return values
+
+
+def _build_serializer(factory: Any, kwargs: Mapping[str, Any]) -> Serializer:
+    try:
+        serializer = factory(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise _fail("OPTIONS['SERIALIZER_OPTIONS']", f"rejected by {factory!r}: {exc}") from exc
+    if not (
+        callable(getattr(serializer, "dumps", None))
+        and callable(getattr(serializer, "loads", None))
+    ):
+        raise _fail("OPTIONS['SERIALIZER']", f"{factory!r} has no dumps()/loads()")
+    return serializer
+
+
+def parse_options(location: Any, options: Any) -> Options:
+    values = _parse_values(options)
+    extra = values["CONNECTION_OPTIONS"]
+    reserved = sorted(_RESERVED_CONNECTION_KWARGS.intersection(extra))
+    if reserved:
+        raise _fail(
+            "OPTIONS['CONNECTION_OPTIONS']",
+            f"{', '.join(reserved)} cannot be set here; put them in the LOCATION URLs",
+        )
+    if values["PLACEMENT"] == "ketama" and options and "VNODES" in options:
+        raise _fail(
+            "OPTIONS['VNODES']",
+            "ketama placement uses a fixed 160 points per shard; "
+            "drop VNODES or use PLACEMENT 'consistent'",
+        )
+    common = {
+        # RESP2 needs no HELLO round trip on connect; hacache parses every reply itself.
+        "protocol": 2,
+        "socket_connect_timeout": values["SOCKET_CONNECT_TIMEOUT"],
+        "socket_timeout": values["SOCKET_TIMEOUT"],
+        **extra,
+    }
+    shards = tuple(parse_shard(url, common) for url in split_location(location))
+    names = [s.name for s in shards]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise _fail(
+            "LOCATION",
+            f"shard name(s) {', '.join(duplicates)} given twice; give each "
+            "server a distinct name with '?name=...' in its URL",
+        )
+    return Options(
+        shards=shards,
+        serializer=_build_serializer(values["SERIALIZER"], values["SERIALIZER_OPTIONS"]),
+        placement=values["PLACEMENT"],
+        vnodes=values["VNODES"],
+        ketama_hash=values["KETAMA_HASH"],
+        hash_tags=values["HASH_TAGS"],
+        socket_connect_timeout=values["SOCKET_CONNECT_TIMEOUT"],
+        socket_timeout=values["SOCKET_TIMEOUT"],
+        max_connections=values["MAX_CONNECTIONS"],
+        pool_timeout=values["POOL_TIMEOUT"],
+    )
