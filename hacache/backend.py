@@ -23,8 +23,8 @@ _MEMCACHE_MAX_KEY_LENGTH = 250
 
 class HACache(BaseCache):
     def __init__(self, server: Any, params: dict[str, Any]) -> None:
+        self._router = get_router(server, params.get("OPTIONS"))  # validates OPTIONS first
         super().__init__(params)
-        self._router = get_router(server, params.get("OPTIONS"))
         self._ops = Ops(self._router, self._router.options.serializer)
         self._run = self._router.run
         self._arun = self._router.arun

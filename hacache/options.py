@@ -185,7 +185,8 @@ def parse_shard(url: str, common: Mapping[str, Any]) -> ShardSpec:
             f"allowed: {allowed} and ssl_*",
         )
     try:
-        kwargs = sync_connection.parse_url(urlunsplit(parts._replace(query=urlencode(query))))
+        base = url.split("?", 1)[0]  # urlunsplit would drop the '//' of unix:///path
+        kwargs = sync_connection.parse_url(f"{base}?{urlencode(query)}" if query else base)
     except ValueError as exc:
         raise _fail("LOCATION", f"{shown!r}: {exc}") from exc
     connection_class = kwargs.pop("connection_class", sync_connection.Connection)

@@ -1,0 +1,1 @@
+"""Demo Django site exercising the ``hacache.HACache`` backend (demo, integration, load tests)."""

@@ -1,0 +1,17 @@
+"""URL map of the demo site (also the endpoints the locust load tests hit)."""
+
+from django.urls import path
+
+from testproject import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("cached/", views.cached, name="cached"),
+    path("counter/", views.counter, name="counter"),
+    path("async/counter/", views.async_counter, name="async-counter"),
+    path("slow/", views.slow, name="slow"),
+    path("fragments/", views.fragments, name="fragments"),
+    path("session/", views.session, name="session"),
+    path("item/<str:key>/", views.item, name="item"),
+    path("health/", views.health, name="health"),
+]

@@ -1,0 +1,68 @@
+"""Fixtures: real redis-server processes, started once per session by the project's launcher.
+
+Scenario settings come from one function (``cache_params``), so the conformance suite runs
+unchanged over a single server, the sharded ring and the ketama ring.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from hacache.router import close_all_routers
+from hacache.topology import Topology
+
+SCENARIOS = ("single", "sharded", "ketama")
+_prefixes = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
+    """Three plain shards (no replicas): the sharded backend's test bed."""
+    topo = Topology(tmp_path_factory.mktemp("shards"), shards=3)
+    topo.up()
+    try:
+        yield topo
+    finally:
+        close_all_routers()
+        topo.down()
+
+
+def cache_params(topology: Topology, scenario: str = "sharded", **options: Any) -> dict:
+    """A ``CACHES`` entry for one scenario, with a KEY_PREFIX no other test uses."""
+    urls = topology.master_urls()
+    if scenario == "single":
+        urls = urls[:1]
+    elif scenario == "ketama":
+        options.setdefault("PLACEMENT", "ketama")
+    params: dict[str, Any] = {
+        "BACKEND": "hacache.HACache",
+        "LOCATION": urls,
+        "KEY_PREFIX": f"t{next(_prefixes)}",
+    }
+    if options:
+        params["OPTIONS"] = options
+    return params
+
+
+def make_cache(params: dict) -> Any:
+    from hacache.backend import HACache
+
+    return HACache(params["LOCATION"], params)
+
+
+@pytest.fixture(params=SCENARIOS)
+def cache(request: pytest.FixtureRequest, topology: Topology) -> Any:
+    """A backend built straight from its params, once per scenario."""
+    return make_cache(cache_params(topology, request.param))
+
+
+@pytest.fixture
+def hacache_caches(settings: Any, topology: Topology) -> dict:
+    """Point Django's default cache at the sharded test topology, fresh prefix per test."""
+    caches = {"default": cache_params(topology, "sharded")}
+    settings.CACHES = caches
+    return caches
