@@ -60,7 +60,7 @@ class Router:
         pending: list[tuple[Shard, Pending | None]] = [(shard, None) for shard, _ in batches]
         try:
             for i, (shard, commands) in enumerate(batches):
-                pending[i] = (shard, shard.start(commands))
+                pending[i] = (shard, shard.start(commands, op.idempotent))
             results: list[Replies] = []
             first_error: Exception | None = None
             for i, (shard, started) in enumerate(pending):
@@ -85,7 +85,7 @@ class Router:
         pending: list[tuple[Shard, Pending | None]] = [(shard, None) for shard, _ in batches]
         try:
             for i, (shard, commands) in enumerate(batches):
-                pending[i] = (shard, await shard.astart(commands))
+                pending[i] = (shard, await shard.astart(commands, op.idempotent))
             results: list[Replies] = []
             first_error: Exception | None = None
             for i, (shard, started) in enumerate(pending):

@@ -44,6 +44,21 @@ def _is_stale(pending: Pending, error: RedisError | None) -> bool:
     )
 
 
+def _closed_by_server(connection: Any) -> bool:
+    """An idle connection with something to read has been closed (or is out of step)."""
+    try:
+        return connection.can_read()
+    except RedisError:
+        return True
+
+
+async def _aclosed_by_server(connection: Any) -> bool:
+    try:
+        return await connection.can_read()
+    except (RedisError, OSError):
+        return True
+
+
 class Shard:
     """Owns the sync pool and one async pool per event loop for one server."""
 
@@ -61,9 +76,14 @@ class Shard:
 
     # -- sync ------------------------------------------------------------------------------
 
-    def start(self, commands: list[Command]) -> Pending:
+    def start(self, commands: list[Command], idempotent: bool = True) -> Pending:
         connection, reused = self.pool.acquire()
         try:
+            if reused and not idempotent and _closed_by_server(connection):
+                # Cannot be retried after the fact, so pay for a check up front instead.
+                self.pool.discard(connection)
+                self.pool.close()
+                connection, reused = self.pool.acquire()
             connection.send_packed_command(connection.pack_commands(commands), False)
         except RedisError as exc:
             self.pool.discard(connection)
@@ -101,7 +121,7 @@ class Shard:
         raise _with_shard(error, self) from error
 
     def call(self, commands: list[Command], idempotent: bool = True) -> Replies:
-        return self.finish(self.start(commands), idempotent)
+        return self.finish(self.start(commands, idempotent), idempotent)
 
     # -- async -----------------------------------------------------------------------------
 
@@ -118,10 +138,14 @@ class Shard:
         self._last_async = (loop, pool)
         return pool
 
-    async def astart(self, commands: list[Command]) -> Pending:
+    async def astart(self, commands: list[Command], idempotent: bool = True) -> Pending:
         pool = self.async_pool()
         connection, reused = await pool.acquire()
         try:
+            if reused and not idempotent and await _aclosed_by_server(connection):
+                await pool.discard(connection)
+                await pool.close()
+                connection, reused = await pool.acquire()
             await connection.send_packed_command(connection.pack_commands(commands), False)
         except RedisError as exc:
             await pool.discard(connection)
@@ -160,7 +184,7 @@ class Shard:
         raise _with_shard(error, self) from error
 
     async def acall(self, commands: list[Command], idempotent: bool = True) -> Replies:
-        return await self.afinish(await self.astart(commands), idempotent)
+        return await self.afinish(await self.astart(commands, idempotent), idempotent)
 
     def close(self) -> None:
         self.pool.close()
