@@ -111,7 +111,9 @@ class HashRing:
             for name, weight in self.weights.items():
                 pairs.extend((p, name) for p in _consistent_points(name, weight, vnodes))
         elif placement == "ketama":
-            self._hash = KETAMA_KEY_HASHES[key_hash]
+            hash_bytes = KETAMA_KEY_HASHES[key_hash]
+            # twemproxy sends an empty key to hash 0 without hashing it.
+            self._hash = lambda data: hash_bytes(data) if data else 0
             for name, weight in self.weights.items():
                 points = _ketama_points(name, weight, total, len(self.weights))
                 pairs.extend((p, name) for p in points)

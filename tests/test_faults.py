@@ -37,7 +37,8 @@ def faulty(two_shards):
 def key_on(cache, shard: str, prefix: str = "k") -> str:
     """A key the ring puts on the given shard."""
     return next(
-        f"{prefix}{i}" for i in range(10_000)
+        f"{prefix}{i}"
+        for i in range(10_000)
         if cache._router.ring.node_for(cache.make_key(f"{prefix}{i}")) == shard
     )
 

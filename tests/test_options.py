@@ -93,8 +93,12 @@ def test_defaults_bound_a_dead_server():
 def test_options_reach_the_connections():
     options = parse_options(
         "redis://h?socket_timeout=2",
-        {"SOCKET_TIMEOUT": 0.25, "SOCKET_CONNECT_TIMEOUT": 0.1,
-         "CONNECTION_OPTIONS": {"client_name": "web"}, "SERIALIZER_OPTIONS": {"protocol": 4}},
+        {
+            "SOCKET_TIMEOUT": 0.25,
+            "SOCKET_CONNECT_TIMEOUT": 0.1,
+            "CONNECTION_OPTIONS": {"client_name": "web"},
+            "SERIALIZER_OPTIONS": {"protocol": 4},
+        },
     )
     kwargs = options.shards[0].connection_kwargs
     assert kwargs["socket_timeout"] == 2.0  # the URL wins for its own server

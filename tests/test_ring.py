@@ -13,7 +13,9 @@ from hacache.ring import HashRing, fnv1a_64, hash_tag, md5_32
 
 PLACEMENTS = ("consistent", "ketama")
 names = st.lists(
-    st.text(st.characters(codec="utf-8"), min_size=1, max_size=20), min_size=1, max_size=12,
+    st.text(st.characters(codec="utf-8"), min_size=1, max_size=20),
+    min_size=1,
+    max_size=12,
     unique=True,
 )
 keys = st.lists(st.text(max_size=60), min_size=1, max_size=200)

@@ -97,8 +97,9 @@ def test_hash_tags_keep_related_keys_together(topology):
     tagged = make_cache(cache_params(topology, HASH_TAGS=True))
     keys = [f"{{cart:17}}:item{i}" for i in range(40)]
     tagged.set_many(dict.fromkeys(keys, 1))
-    holders = {name for name, c in clients(tagged).items() for k in keys
-               if c.exists(tagged.make_key(k))}
+    holders = {
+        name for name, c in clients(tagged).items() for k in keys if c.exists(tagged.make_key(k))
+    }
     assert len(holders) == 1
 
 
