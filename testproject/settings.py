@@ -50,8 +50,9 @@ SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "demo-insecure-hacache-testproj
 DEBUG = os.environ.get("DJANGO_DEBUG", "").lower() in {"1", "true", "yes", "on"}
 ALLOWED_HOSTS = ["*"]
 
-# The cache session engine, {% load cache %} and JSON views need no contrib apps at all.
-INSTALLED_APPS: list[str] = []
+# The cache session engine, {% load cache %} and JSON views need no contrib apps at all;
+# the hacache app makes a bad CACHES entry fail at start-up rather than on the first request.
+INSTALLED_APPS: list[str] = ["hacache"]
 DATABASES: dict[str, Any] = {}
 
 MIDDLEWARE = [

@@ -113,3 +113,39 @@ def test_settings_are_not_mutated():
     before = (copy.deepcopy(location), copy.deepcopy(options))
     build(location, options)
     assert (location, options) == before
+
+
+def test_the_app_refuses_a_bad_caches_setting_at_start_up(settings):
+    from hacache.apps import check_caches_setting
+
+    check_caches_setting()  # the project's own setting is fine
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "shards": {"BACKEND": "hacache.HACache", "LOCATION": "redis://h", "OPTIONS": {"VNODE": 1}},
+    }
+    with pytest.raises(ImproperlyConfigured, match=r"CACHES\['shards'\].*VNODE.*VNODES"):
+        check_caches_setting()
+
+
+def test_start_up_fails_under_a_real_django_setup(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "bad_settings.py").write_text(
+        "INSTALLED_APPS = ['hacache']\n"
+        "CACHES = {'default': {'BACKEND': 'hacache.HACache', 'LOCATION': 'redis://h',"
+        " 'OPTIONS': {'SOCKET_TIMEOUT': -1}}}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        env={
+            "PYTHONPATH": str(tmp_path),
+            "DJANGO_SETTINGS_MODULE": "bad_settings",
+            "PATH": "/usr/bin:/bin",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr and "SOCKET_TIMEOUT" in result.stderr
