@@ -109,6 +109,13 @@ class HACache(BaseCache):
             self._run(self._ops.delete(old))
         return version + delta
 
+    def near_cache_stats(self) -> dict[str, int] | None:
+        """This process's near-cache counters (None without a near-cache)."""
+        near = self._router.near
+        if near is None:
+            return None
+        return {**near.stats.as_dict(), "entries": len(near), "bytes": near.size_bytes}
+
     def close(self, **kwargs: Any) -> None:
         """Called by Django after every request: pooled connections are kept for the next."""
 

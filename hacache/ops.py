@@ -3,6 +3,10 @@
 Nothing here does I/O, so the sync and async APIs share every operation and differ only in
 ``router.run(op)`` versus ``await router.arun(op)``. Timeouts arrive already converted by the
 backend: ``None`` means no expiry and ``0`` means expire at once.
+
+With a near-cache, reads of covered keys are answered from it or fetched with their TTL under a
+lease (see ``nearcache``), and every write of covered keys carries its invalidation in the same
+pipeline and evicts the keys locally once the call is over, whether it succeeded or not.
 """
 
 from __future__ import annotations
@@ -10,9 +14,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from hacache.nearcache import ABSENT, MISS, Lease
 from hacache.router import Op, Router
 from hacache.serializers import Serializer
-from hacache.shard import Command, Replies
+from hacache.shard import Command, Replies, Shard
 
 # One server-side step: no EXISTS-then-INCRBY race and one round trip, not two.
 INCR_IF_EXISTS = (
@@ -43,19 +48,106 @@ def _set_command(key: str, value: Any, timeout: int | None) -> Command:
     return ("SET", key, value, "EX", timeout)
 
 
+def _done(value: Any) -> Op:
+    """An answer the near-cache already has: nothing to send."""
+    return Op([], lambda _: value)
+
+
 class Ops:
-    __slots__ = ("_dumps", "_loads", "_router")
+    __slots__ = ("_bus", "_covers", "_dumps", "_loads", "_near", "_publish", "_router")
 
     def __init__(self, router: Router, serializer: Serializer) -> None:
         self._router = router
         self._dumps = serializer.dumps
         self._loads = serializer.loads
+        self._near = router.near
+        self._bus = router.bus
+        self._publish = router.options.publish_invalidations
+        near_options = router.options.near_cache
+        self._covers = near_options.covers if near_options else None
 
     def _one(self, key: str, commands: list[Command], finish: Any, idempotent: bool = True) -> Op:
         return Op([(self._router.shard_for(key), commands)], finish, idempotent)
 
+    def _near_lookup(self, key: str) -> Any:
+        """The near-cache's answer for ``key``: raw bytes, ``ABSENT``, or ``MISS``."""
+        if self._near is None or (self._covers is not None and not self._covers(key)):
+            return None
+        return self._near.get(key)
+
+    def _lease(self, key: str, shard: Shard) -> Lease | None:
+        self._bus.listen()  # type: ignore[union-attr]
+        return self._near.lease(key, shard.name)  # type: ignore[union-attr]
+
+    def _write_one(
+        self, key: str, commands: list[Command], finish: Any, idempotent: bool = True
+    ) -> Op:
+        return self._coherent(self._one(key, commands, finish, idempotent), [[key]])
+
+    def _coherent(self, op: Op, keys_per_batch: list[list[str] | None]) -> Op:
+        """Add the invalidation of each batch's keys (None: all keys) and the local eviction."""
+        near, covers = self._near, self._covers
+        if near is None and not self._publish:
+            return op
+        if covers is not None:
+            keys_per_batch = [
+                keys if keys is None else [k for k in keys if covers(k)] for keys in keys_per_batch
+            ]
+        published = [keys is None or bool(keys) for keys in keys_per_batch]
+        if not any(published):
+            return op
+        batches = op.batches
+        if self._publish:
+            publish = self._bus.publish_command  # type: ignore[union-attr]
+            batches = [
+                (shard, [*commands, publish(keys)]) if sent else (shard, commands)
+                for (shard, commands), keys, sent in zip(
+                    op.batches, keys_per_batch, published, strict=True
+                )
+            ]
+            finish = op.finish
+
+            def checked(results: list[Replies]) -> Any:
+                trimmed = []
+                for replies, sent in zip(results, published, strict=True):
+                    if sent:
+                        _ok(replies[-1])
+                        replies = replies[:-1]
+                    trimmed.append(replies)
+                return finish(trimmed)
+
+        cleanup = None
+        if near is not None:
+            if None in keys_per_batch:
+                cleanup = near.flush
+            else:
+                evicted = [k for keys in keys_per_batch if keys for k in keys]
+                cleanup = lambda: near.evict(evicted)  # noqa: E731
+        return Op(batches, checked if self._publish else op.finish, op.idempotent, cleanup)
+
     def get(self, key: str, default: Any) -> Op:
         loads = self._loads
+        hit = self._near_lookup(key)
+        if hit is not None:
+            if hit is ABSENT:
+                return _done(default)
+            if hit is not MISS:
+                return _done(loads(hit))
+            shard = self._router.shard_for(key)
+            lease = self._lease(key, shard)
+            if lease is not None:
+                near = self._near
+
+                def fill(results: list[Replies]) -> Any:
+                    value, ttl = (_ok(reply) for reply in results[0])
+                    near.fill(lease, ABSENT if value is None else value, ttl)
+                    return default if value is None else loads(value)
+
+                return Op(
+                    [(shard, [("GET", key), ("PTTL", key)])],
+                    fill,
+                    cleanup=lambda: near.release(lease),
+                )
 
         def finish(results: list[Replies]) -> Any:
             value = _first(results)
@@ -65,27 +157,30 @@ class Ops:
 
     def set(self, key: str, value: Any, timeout: int | None) -> Op:
         if timeout == 0:
-            return self._one(key, [("DEL", key)], _check_all)
-        return self._one(key, [_set_command(key, self._dumps(value), timeout)], _check_all)
+            return self._write_one(key, [("DEL", key)], _check_all)
+        return self._write_one(key, [_set_command(key, self._dumps(value), timeout)], _check_all)
 
     def add(self, key: str, value: Any, timeout: int | None) -> Op:
         if timeout == 0:  # would expire at once: report whether it could have been added
-            return self._one(key, [("EXISTS", key)], lambda r: not _first(r))
+            return self._write_one(key, [("EXISTS", key)], lambda r: not _first(r))
         command = (*_set_command(key, self._dumps(value), timeout), "NX")
-        return self._one(key, [command], lambda r: _first(r) is not None)
+        return self._write_one(key, [command], lambda r: _first(r) is not None)
 
     def touch(self, key: str, timeout: int | None) -> Op:
         if timeout is None:
             # PERSIST answers 0 for a key that exists without expiry: ask EXISTS instead.
-            return self._one(
+            return self._write_one(
                 key, [("PERSIST", key), ("EXISTS", key)], lambda r: _check_all(r) or bool(r[0][1])
             )
-        return self._one(key, [("EXPIRE", key, timeout)], lambda r: bool(_first(r)))
+        return self._write_one(key, [("EXPIRE", key, timeout)], lambda r: bool(_first(r)))
 
     def delete(self, key: str) -> Op:
-        return self._one(key, [("DEL", key)], lambda r: bool(_first(r)))
+        return self._write_one(key, [("DEL", key)], lambda r: bool(_first(r)))
 
     def has_key(self, key: str) -> Op:
+        hit = self._near_lookup(key)
+        if hit is not None and hit is not MISS:
+            return _done(hit is not ABSENT)
         return self._one(key, [("EXISTS", key)], lambda r: bool(_first(r)))
 
     def incr(self, key: str, delta: int) -> Op:
@@ -96,25 +191,66 @@ class Ops:
             return value
 
         command = ("EVAL", INCR_IF_EXISTS, 1, key, delta)
-        return self._one(key, [command], finish, idempotent=False)
+        return self._write_one(key, [command], finish, idempotent=False)
 
     def get_many(self, keys: Iterable[str]) -> Op:
-        groups = list(self._router.group(keys).items())
         loads = self._loads
+        found: dict[str, Any] = {}
+        leasable: set[str] = set()
+        if self._near is not None:
+            remote = []
+            for key in keys:
+                hit = self._near_lookup(key)
+                if hit is None or hit is MISS:
+                    remote.append(key)
+                    if hit is MISS:
+                        leasable.add(key)
+                elif hit is not ABSENT:
+                    found[key] = loads(hit)
+            if not remote:
+                return _done(found)
+            keys = remote
+        groups = list(self._router.group(keys).items())
+        leases: list[list[Lease | None]] = [[] for _ in groups]
+        batches = []
+        for (shard, shard_keys), shard_leases in zip(groups, leases, strict=True):
+            commands: list[Command] = [("MGET", *shard_keys)]
+            if self._near is not None:
+                for key in shard_keys:
+                    lease = self._lease(key, shard) if key in leasable else None
+                    shard_leases.append(lease)
+                    if lease is not None:
+                        commands.append(("PTTL", key))
+            batches.append((shard, commands))
+        near = self._near
 
         def finish(results: list[Replies]) -> dict[str, Any]:
-            found = {}
-            for (_, shard_keys), replies in zip(groups, results, strict=True):
-                for key, value in zip(shard_keys, _ok(replies[0]), strict=True):
+            for (_, shard_keys), replies, shard_leases in zip(groups, results, leases, strict=True):
+                ttls = iter(replies[1:])
+                for i, (key, value) in enumerate(zip(shard_keys, _ok(replies[0]), strict=True)):
+                    if shard_leases and shard_leases[i] is not None:
+                        near.fill(
+                            shard_leases[i], ABSENT if value is None else value, _ok(next(ttls))
+                        )
                     if value is not None:
                         found[key] = loads(value)
             return found
 
-        return Op([(shard, [("MGET", *shard_keys)]) for shard, shard_keys in groups], finish)
+        if near is None:
+            return Op(batches, finish)
+
+        def cleanup() -> None:
+            for shard_leases in leases:
+                for lease in shard_leases:
+                    if lease is not None:
+                        near.release(lease)
+
+        return Op(batches, finish, cleanup=cleanup)
 
     def set_many(self, data: Mapping[str, Any], timeout: int | None) -> Op:
         dumps = self._dumps
         batches = []
+        keys_per_batch: list[list[str] | None] = []
         for shard, keys in self._router.group(data).items():
             if timeout == 0:
                 commands: list[Command] = [("DEL", *keys)]
@@ -124,19 +260,20 @@ class Ops:
             else:
                 commands = [("SET", key, dumps(data[key]), "EX", timeout) for key in keys]
             batches.append((shard, commands))
-        return Op(batches, _check_all)
+            keys_per_batch.append(keys)
+        return self._coherent(Op(batches, _check_all), keys_per_batch)
 
     def delete_many(self, keys: Iterable[str]) -> Op:
         groups = self._router.group(keys)
-        return Op(
+        op = Op(
             [(shard, [("DEL", *shard_keys)]) for shard, shard_keys in groups.items()], _check_all
         )
+        return self._coherent(op, list(groups.values()))
 
     def clear(self) -> Op:
-        return Op(
-            [(shard, [("FLUSHDB",)]) for shard in self._router.shards.values()],
-            lambda results: _check_all(results) or True,
-        )
+        shards = self._router.shards.values()
+        op = Op([(shard, [("FLUSHDB",)]) for shard in shards], lambda r: _check_all(r) or True)
+        return self._coherent(op, [None] * len(shards))
 
     def dump(self, key: str) -> Op:
         """The raw stored value and its remaining lifetime in ms (-1: none), or None if absent."""
@@ -150,4 +287,4 @@ class Ops:
     def restore(self, key: str, raw: bytes, ttl_ms: int) -> Op:
         """Store a value read by ``dump`` under ``key``, with the lifetime it had left."""
         command = ("SET", key, raw) if ttl_ms < 0 else ("SET", key, raw, "PX", max(ttl_ms, 1))
-        return self._one(key, [command], _check_all)
+        return self._write_one(key, [command], _check_all)

@@ -7,6 +7,7 @@ typo fails at start-up instead of being silently ignored. The user's settings ar
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -74,6 +75,18 @@ class Options:
     socket_timeout: float
     max_connections: int | None
     pool_timeout: float
+    near_cache: NearCacheOptions | None
+    publish_invalidations: bool
+    invalidation_channel: str
+
+
+@dataclass(frozen=True)
+class NearCacheOptions:
+    max_entries: int
+    max_bytes: int
+    ttl: float
+    # Which Redis keys (with prefix and version) may be kept near: None means every key.
+    covers: Callable[[str], bool] | None
 
 
 def _fail(setting: str, problem: str) -> ImproperlyConfigured:
@@ -118,6 +131,24 @@ def _choice(*choices: str) -> Callable[[str, Any], str]:
     return parse
 
 
+def _optional_boolean(name: str, value: Any) -> bool | None:
+    return None if value is None else _boolean(name, value)
+
+
+def _globs(name: str, value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+        raise _fail(f"OPTIONS['{name}']", f"expected a list of glob patterns, got {value!r}")
+    return tuple(value)
+
+
+def _channel(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise _fail(f"OPTIONS['{name}']", f"expected a non-empty string, got {value!r}")
+    return value
+
+
 def _dotted_path(name: str, value: Any) -> Any:
     if not isinstance(value, str):
         return value
@@ -140,6 +171,14 @@ SCHEMA: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
     "MAX_CONNECTIONS": (_optional_positive_int, None),
     "POOL_TIMEOUT": (_positive_number, 0.5),
     "CONNECTION_OPTIONS": (_dict, {}),
+    "NEAR_CACHE": (_boolean, False),
+    "NEAR_CACHE_MAX_ENTRIES": (_positive_int, 10_000),
+    "NEAR_CACHE_MAX_BYTES": (_positive_int, 64 * 1024 * 1024),
+    "NEAR_CACHE_TTL": (_positive_number, 60.0),
+    "NEAR_CACHE_KEYS": (_globs, None),
+    "NEAR_CACHE_EXCLUDE": (_globs, None),
+    "PUBLISH_INVALIDATIONS": (_optional_boolean, None),
+    "INVALIDATION_CHANNEL": (_channel, "hacache:invalidate"),
 }
 
 
@@ -247,6 +286,30 @@ def _build_serializer(factory: Any, kwargs: Mapping[str, Any]) -> Serializer:
     return serializer
 
 
+def _key_filter(include: tuple[str, ...] | None, exclude: tuple[str, ...] | None):
+    if include is None and not exclude:
+        return None
+    included = re.compile("|".join(fnmatch.translate(p) for p in include or ("*",)))
+    if not exclude:
+        return lambda key: included.match(key) is not None
+    excluded = re.compile("|".join(fnmatch.translate(p) for p in exclude))
+    return lambda key: included.match(key) is not None and excluded.match(key) is None
+
+
+def _near_cache(values: dict[str, Any], given: Mapping[str, Any]) -> NearCacheOptions | None:
+    if not values["NEAR_CACHE"]:
+        stray = [k for k in given if k.startswith("NEAR_CACHE_")]
+        if stray:
+            raise _fail(f"OPTIONS['{stray[0]}']", "has no effect without 'NEAR_CACHE': True")
+        return None
+    return NearCacheOptions(
+        max_entries=values["NEAR_CACHE_MAX_ENTRIES"],
+        max_bytes=values["NEAR_CACHE_MAX_BYTES"],
+        ttl=values["NEAR_CACHE_TTL"],
+        covers=_key_filter(values["NEAR_CACHE_KEYS"], values["NEAR_CACHE_EXCLUDE"]),
+    )
+
+
 def parse_options(location: Any, options: Any) -> Options:
     values = _parse_values(options)
     extra = values["CONNECTION_OPTIONS"]
@@ -289,4 +352,11 @@ def parse_options(location: Any, options: Any) -> Options:
         socket_timeout=values["SOCKET_TIMEOUT"],
         max_connections=values["MAX_CONNECTIONS"],
         pool_timeout=values["POOL_TIMEOUT"],
+        near_cache=_near_cache(values, options or {}),
+        publish_invalidations=(
+            values["NEAR_CACHE"]
+            if values["PUBLISH_INVALIDATIONS"] is None
+            else values["PUBLISH_INVALIDATIONS"]
+        ),
+        invalidation_channel=values["INVALIDATION_CHANNEL"],
     )

@@ -12,17 +12,23 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
+from hacache.invalidation import Bus
+from hacache.nearcache import NearCache
 from hacache.options import Options, parse_options
 from hacache.ring import HashRing
 from hacache.shard import Command, Pending, Replies, Shard
 
 
 class Op(NamedTuple):
-    """What to send where, and how to turn the replies (one list per batch) into a result."""
+    """What to send where, and how to turn the replies (one list per batch) into a result.
+
+    ``cleanup`` runs once the call is over, whether it succeeded or raised (near-cache upkeep).
+    """
 
     batches: list[tuple[Shard, list[Command]]]
     finish: Callable[[list[Replies]], Any]
     idempotent: bool = True
+    cleanup: Callable[[], None] | None = None
 
 
 class Router:
@@ -37,6 +43,15 @@ class Router:
             hash_tags=options.hash_tags,
         )
         self._node_for = self.ring.node_for
+        near = options.near_cache
+        self.near = (
+            NearCache(self.shards, near.max_entries, near.max_bytes, near.ttl) if near else None
+        )
+        self.bus = (
+            Bus(self.shards.values(), self.near, options.invalidation_channel)
+            if options.publish_invalidations or near
+            else None
+        )
 
     def shard_for(self, key: str) -> Shard:
         return self.shards[self._node_for(key)]
@@ -53,6 +68,22 @@ class Router:
         return groups
 
     def run(self, op: Op) -> Any:
+        if op.cleanup is None:
+            return self._run(op)
+        try:
+            return self._run(op)
+        finally:
+            op.cleanup()
+
+    async def arun(self, op: Op) -> Any:
+        if op.cleanup is None:
+            return await self._arun(op)
+        try:
+            return await self._arun(op)
+        finally:
+            op.cleanup()
+
+    def _run(self, op: Op) -> Any:
         batches = op.batches
         if len(batches) == 1:
             shard, commands = batches[0]
@@ -77,7 +108,7 @@ class Router:
             raise first_error
         return op.finish(results)
 
-    async def arun(self, op: Op) -> Any:
+    async def _arun(self, op: Op) -> Any:
         batches = op.batches
         if len(batches) == 1:
             shard, commands = batches[0]
@@ -103,6 +134,8 @@ class Router:
         return op.finish(results)
 
     def close(self) -> None:
+        if self.bus is not None:
+            self.bus.stop()
         for shard in self.shards.values():
             shard.close()
 

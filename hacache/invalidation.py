@@ -1,0 +1,191 @@
+"""The invalidation bus: Redis pub/sub on every shard, numbered so that lost messages are seen.
+
+A write publishes, in the same pipeline and so the same round trip, one message on the shard
+that owns the keys. A Lua script increments the shard's sequence and publishes atomically, so
+every subscriber sees one strictly increasing sequence per shard: a jump means messages were
+lost (a slow subscriber cut off by ``client-output-buffer-limit``, a reconnect) and that
+shard's near-cache entries are dropped. Each process keeps one subscriber thread per shard; the
+thread serves the sync and async APIs alike. A subscriber that loses its connection, or whose
+heartbeat ``PING`` goes unanswered, marks its shard untrusted until it has subscribed again.
+
+Message: ``"<seq> <origin> <json list of keys>"``, or ``"<seq> <origin> *"`` for ``clear()``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import threading
+import uuid
+import weakref
+from collections.abc import Iterable
+from typing import Any
+
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from hacache.nearcache import NearCache
+from hacache.shard import Command, Shard
+
+logger = logging.getLogger("hacache")
+
+PUBLISH = (
+    "local seq = redis.call('INCR', KEYS[1]) "
+    "redis.call('PUBLISH', ARGV[1], seq .. ' ' .. ARGV[2]) return seq"
+)
+HEARTBEAT = 1.0  # seconds of silence before the subscriber PINGs; no PONG within as long: lost
+RECONNECT_DELAY = (0.05, 1.0)  # first and longest wait between attempts (with jitter)
+
+_buses: weakref.WeakSet[Bus] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for bus in list(_buses):
+        bus.after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class Bus:
+    """Publishes this process's invalidations and runs its subscribers, one per shard."""
+
+    def __init__(self, shards: Iterable[Shard], near: NearCache | None, channel: str) -> None:
+        self.shards = list(shards)
+        self.near = near
+        self.channel = channel
+        self.seq_key = f"{channel}:seq"
+        self.origin = uuid.uuid4().hex[:16]
+        self._subscribers: list[Subscriber] = []
+        self._lock = threading.Lock()
+        _buses.add(self)
+
+    def publish_command(self, keys: list[str] | None) -> Command:
+        payload = "*" if keys is None else json.dumps(keys, ensure_ascii=False)
+        return ("EVAL", PUBLISH, 1, self.seq_key, self.channel, f"{self.origin} {payload}")
+
+    def listen(self) -> None:
+        """Start the subscribers on first use (after fork too); cheap once they run."""
+        if self._subscribers or self.near is None:
+            return
+        with self._lock:
+            if not self._subscribers:
+                self._subscribers = [Subscriber(self, shard) for shard in self.shards]
+                for subscriber in self._subscribers:
+                    subscriber.start()
+
+    def stop(self) -> None:
+        with self._lock:
+            subscribers, self._subscribers = self._subscribers, []
+        for subscriber in subscribers:
+            subscriber.stop()
+        for subscriber in subscribers:
+            subscriber.join(HEARTBEAT * 3)
+
+    def after_fork(self) -> None:
+        """Threads do not survive fork(): the child starts over, with its own identity."""
+        self._lock = threading.Lock()
+        self._subscribers = []
+        self.origin = uuid.uuid4().hex[:16]
+        if self.near is not None:
+            self.near.reset()
+
+    def subscriber(self, shard: str) -> Subscriber:
+        return next(s for s in self._subscribers if s.shard.name == shard)
+
+
+class Subscriber(threading.Thread):
+    def __init__(self, bus: Bus, shard: Shard) -> None:
+        super().__init__(name=f"hacache-invalidation-{shard.name}", daemon=True)
+        self.bus, self.shard = bus, shard
+        self.near: NearCache = bus.near  # type: ignore[assignment]
+        self._stopping = threading.Event()
+        self._connection: Any = None
+        self.subscriptions = 0  # successful (re)subscriptions
+        self.last_seq = 0  # the newest invalidation applied: lets tests wait for delivery
+
+    def stop(self) -> None:
+        self._stopping.set()
+        connection = self._connection
+        if connection is not None:
+            connection.disconnect()  # wakes the blocked read
+
+    def run(self) -> None:
+        delay = RECONNECT_DELAY[0]
+        while not self._stopping.is_set():
+            try:
+                self._listen()
+            except Exception as exc:
+                was_listening = self.near.trusted(self.shard.name)
+                if not self._stopping.is_set():
+                    # Once per outage, not once per reconnection attempt.
+                    logger.log(
+                        logging.WARNING if was_listening else logging.DEBUG,
+                        "hacache: invalidation subscriber for shard %r (%s) lost: %s; its "
+                        "near-cache entries are dropped until it has subscribed again",
+                        self.shard.name,
+                        self.shard.address,
+                        exc,
+                    )
+            if self.near.trusted(self.shard.name):
+                self.near.stats.resubscribe_flushes += 1
+                delay = RECONNECT_DELAY[0]
+            self.near.untrust(self.shard.name)
+            self._stopping.wait(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, RECONNECT_DELAY[1])
+
+    def _listen(self) -> None:
+        spec = self.shard.spec
+        kwargs = {**spec.connection_kwargs, "socket_timeout": HEARTBEAT}
+        self._connection = connection = spec.connection_class(**kwargs)
+        if self._stopping.is_set():
+            return
+        try:
+            connection.send_command("SUBSCRIBE", self.bus.channel)
+            connection.read_response()
+            # Sent on another connection after the subscription took effect: every message
+            # with a higher number will reach us.
+            baseline = int(self.shard.call([("GET", self.bus.seq_key)])[0] or 0)
+            last = self.last_seq = baseline
+            self.near.trust(self.shard.name)
+            self.subscriptions += 1
+            awaiting_pong = False
+            while not self._stopping.is_set():
+                try:
+                    message = connection.read_response(disconnect_on_error=False)
+                except RedisTimeoutError:
+                    if awaiting_pong:
+                        raise
+                    connection.send_command("PING")
+                    awaiting_pong = True
+                    continue
+                awaiting_pong = False
+                if message[0] == b"message":
+                    last = self.last_seq = self._apply(message[2], last, baseline)
+        finally:
+            self._connection = None
+            connection.disconnect()
+
+    def _apply(self, data: bytes, last: int, baseline: int) -> int:
+        seq_text, origin, payload = data.split(b" ", 2)
+        seq = int(seq_text)
+        shard = self.shard.name
+        if seq > last + 1:
+            self.near.stats.gap_flushes += 1
+            self.near.flush(shard)
+            logger.warning(
+                "hacache: shard %r: invalidations %d to %d were lost; near-cache entries of "
+                "that shard dropped",
+                shard,
+                last + 1,
+                seq - 1,
+            )
+        elif seq <= last and last > baseline:
+            self.near.flush(shard)  # the sequence started over: FLUSHDB or a new server
+        last = max(last, seq) if last == baseline and seq <= baseline else seq
+        if payload == b"*":
+            self.near.flush(shard)
+        elif origin.decode() != self.bus.origin:
+            self.near.evict(json.loads(payload), remote=True)
+        return last
