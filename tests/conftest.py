@@ -1,7 +1,7 @@
 """Fixtures: real redis-server processes, started once per session by the project's launcher.
 
 Scenario settings come from one function (``cache_params``), so the conformance suite runs
-unchanged over a single server, the sharded ring and the ketama ring.
+unchanged over a single server, the sharded ring, the ketama ring and the near-cache.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from hacache.router import close_all_routers
 from hacache.topology import Topology
 
-SCENARIOS = ("single", "sharded", "ketama")
+SCENARIOS = ("single", "sharded", "ketama", "near")
 _prefixes = itertools.count()
 
 
@@ -38,6 +38,8 @@ def cache_params(topology: Topology, scenario: str = "sharded", **options: Any) 
         urls = urls[:1]
     elif scenario == "ketama":
         options.setdefault("PLACEMENT", "ketama")
+    elif scenario == "near":
+        options.setdefault("NEAR_CACHE", True)
     params: dict[str, Any] = {
         "BACKEND": "hacache.HACache",
         "LOCATION": urls,
@@ -57,7 +59,11 @@ def make_cache(params: dict) -> Any:
 @pytest.fixture(params=SCENARIOS)
 def cache(request: pytest.FixtureRequest, topology: Topology) -> Any:
     """A backend built straight from its params, once per scenario."""
-    return make_cache(cache_params(topology, request.param))
+    cache = make_cache(cache_params(topology, request.param))
+    if cache._router.near is not None:  # serve from the near-cache from the first call
+        cache._router.bus.listen()
+        assert cache._router.near.wait_trusted(5)
+    return cache
 
 
 @pytest.fixture

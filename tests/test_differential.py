@@ -43,12 +43,16 @@ def outcome(cache: Any, call: tuple) -> Any:
         return ("raised", type(exc).__name__)
 
 
-@pytest.fixture(scope="module")
-def pair(topology):
+@pytest.fixture(scope="module", params=["sharded", "near"])
+def pair(request, topology):
     reference_params = cache_params(topology, "single")
     reference_params["LOCATION"] = reference_params["LOCATION"][0].split("?")[0]
     reference = RedisCache(reference_params["LOCATION"], reference_params)
-    return reference, make_cache(cache_params(topology, "sharded"))
+    hacache = make_cache(cache_params(topology, request.param))
+    if hacache._router.near is not None:
+        hacache._router.bus.listen()
+        assert hacache._router.near.wait_trusted(5)
+    return reference, hacache
 
 
 @given(sequence=st.lists(calls, min_size=1, max_size=25))
