@@ -833,6 +833,13 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for readiness")
     up.add_argument("--json", action="store_true", help="print only the CACHES JSON")
+    up.add_argument(
+        "--options",
+        type=json.loads,
+        default={},
+        metavar="JSON",
+        help="OPTIONS for the printed CACHES setting, e.g. '{\"NEAR_CACHE\": true}'",
+    )
     sub.add_parser("down", parents=[common], help="stop the topology")
     sub.add_parser("status", parents=[common], help="show nodes; exit 1 if any is dead")
     return parser
@@ -850,7 +857,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
         password=args.password,
     )
     topo.up(timeout=args.timeout)
-    caches = topo.caches_setting()
+    caches = topo.caches_setting(**args.options)
     (topo.run_dir / CACHES_FILE).write_text(json.dumps(caches, indent=2) + "\n")
     if args.json:
         print(json.dumps(caches))

@@ -2,7 +2,7 @@
 # The demo: starts a local Redis topology (3 shards, each a master and a replica, 3 sentinels),
 # serves the testproject site on it with gunicorn, and stops everything on Ctrl-C.
 #   scripts/demo.sh            # http://127.0.0.1:8000/
-#   PORT=8080 WORKERS=4 scripts/demo.sh
+#   PORT=8080 WORKERS=4 DEMO_OPTIONS='{"NEAR_CACHE": false}' scripts/demo.sh
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$REPO"
@@ -12,7 +12,9 @@ python="$(make_venv "${PYTHON_VERSION:-3.11}")" || { echo "Python ${PYTHON_VERSI
 run_dir="$REPO/.hacache/topology"
 
 "$python" -m hacache.topology down --dir "$run_dir" >/dev/null 2>&1 || true
-"$python" -m hacache.topology up --dir "$run_dir" --shards 3 --replicas 1 --sentinels 3
+default_options='{"NEAR_CACHE": true}'
+"$python" -m hacache.topology up --dir "$run_dir" --shards 3 --replicas 1 --sentinels 3 \
+    --options "${DEMO_OPTIONS:-$default_options}"
 trap '"$python" -m hacache.topology down --dir "$run_dir"' EXIT
 
 export HACACHE_CACHES_FILE="$run_dir/caches.json"
