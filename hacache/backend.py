@@ -83,10 +83,13 @@ class HACache(BaseCache):
         return {key_map[k]: v for k, v in found.items()}
 
     def set_many(self, data, timeout=DEFAULT_TIMEOUT, version=None) -> list[Any]:
-        if data:
-            safe = {self._key(key, version): value for key, value in data.items()}
-            self._run(self._ops.set_many(safe, self.get_backend_timeout(timeout)))
-        return []
+        """Answers the keys that could not be stored (only ever non-empty failing open)."""
+        if not data:
+            return []
+        key_map = self._keys(data, version)
+        safe = {made: data[key] for made, key in key_map.items()}
+        failed = self._run(self._ops.set_many(safe, self.get_backend_timeout(timeout)))
+        return [key_map[k] for k in failed]
 
     def delete_many(self, keys, version=None) -> None:
         key_map = self._keys(keys, version)
@@ -156,10 +159,12 @@ class HACache(BaseCache):
         return {key_map[k]: v for k, v in found.items()}
 
     async def aset_many(self, data, timeout=DEFAULT_TIMEOUT, version=None) -> list[Any]:
-        if data:
-            safe = {self._key(key, version): value for key, value in data.items()}
-            await self._arun(self._ops.set_many(safe, self.get_backend_timeout(timeout)))
-        return []
+        if not data:
+            return []
+        key_map = self._keys(data, version)
+        safe = {made: data[key] for made, key in key_map.items()}
+        failed = await self._arun(self._ops.set_many(safe, self.get_backend_timeout(timeout)))
+        return [key_map[k] for k in failed]
 
     async def adelete_many(self, keys, version=None) -> None:
         key_map = self._keys(keys, version)

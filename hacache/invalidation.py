@@ -25,8 +25,9 @@ from typing import Any
 
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from hacache.endpoint import Command
 from hacache.nearcache import NearCache
-from hacache.shard import Command, Shard
+from hacache.shard import Shard
 
 logger = logging.getLogger("hacache")
 
@@ -59,7 +60,17 @@ class Bus:
         self.origin = uuid.uuid4().hex[:16]
         self._subscribers: list[Subscriber] = []
         self._lock = threading.Lock()
+        if near is not None:
+            for shard in self.shards:
+                shard.master_listeners.append(self._master_moved)
         _buses.add(self)
+
+    def _master_moved(self, shard: Shard) -> None:
+        """A failover: the new master may lack the last writes, and we listen on the old one."""
+        self.near.untrust(shard.name)  # type: ignore[union-attr]
+        for subscriber in self._subscribers:
+            if subscriber.shard is shard:
+                subscriber.reconnect()
 
     def publish_command(self, keys: list[str] | None) -> Command:
         payload = "*" if keys is None else json.dumps(keys, ensure_ascii=False)
@@ -107,9 +118,12 @@ class Subscriber(threading.Thread):
 
     def stop(self) -> None:
         self._stopping.set()
+        self.reconnect()
+
+    def reconnect(self) -> None:
         connection = self._connection
         if connection is not None:
-            connection.disconnect()  # wakes the blocked read
+            connection.disconnect()  # wakes the blocked read; the loop connects again
 
     def run(self) -> None:
         delay = RECONNECT_DELAY[0]
@@ -136,9 +150,9 @@ class Subscriber(threading.Thread):
             delay = min(delay * 2, RECONNECT_DELAY[1])
 
     def _listen(self) -> None:
-        spec = self.shard.spec
-        kwargs = {**spec.connection_kwargs, "socket_timeout": HEARTBEAT}
-        self._connection = connection = spec.connection_class(**kwargs)
+        master = self.shard.current_master()
+        kwargs = {**master.connection_kwargs, "socket_timeout": HEARTBEAT}
+        self._connection = connection = master.connection_class(**kwargs)
         if self._stopping.is_set():
             return
         try:

@@ -11,19 +11,46 @@ pipeline and evicts the keys locally once the call is over, whether it succeeded
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
+from redis.exceptions import RedisError
+
+from hacache.endpoint import Command, Replies
 from hacache.nearcache import ABSENT, MISS, Lease
 from hacache.router import Op, Router
 from hacache.serializers import Serializer
-from hacache.shard import Command, Replies, Shard
+from hacache.shard import Shard
 
 # One server-side step: no EXISTS-then-INCRBY race and one round trip, not two.
 INCR_IF_EXISTS = (
     "if redis.call('EXISTS', KEYS[1]) == 1 then "
     "return redis.call('INCRBY', KEYS[1], ARGV[1]) end return false"
 )
+
+
+class NotReplicated(RedisError):
+    """``WAIT`` timed out: the write reached the master but not enough replicas."""
+
+
+# Per-call override of WAIT_REPLICAS / WAIT_TIMEOUT: (replicas, timeout in seconds).
+_replication: ContextVar[tuple[int, float] | None] = ContextVar("hacache_replication", default=None)
+
+
+@contextmanager
+def wait_for_replicas(replicas: int = 1, timeout: float = 0.1) -> Iterator[None]:
+    """Within this block, each write returns only once ``replicas`` replicas have it.
+
+    A write that no enough replicas confirm within ``timeout`` seconds raises ``NotReplicated``
+    (or, failing open, reports that nothing was stored). ``replicas=0`` turns it off.
+    """
+    token = _replication.set((replicas, timeout))
+    try:
+        yield
+    finally:
+        _replication.reset(token)
 
 
 def _ok(reply: Any) -> Any:
@@ -54,7 +81,7 @@ def _done(value: Any) -> Op:
 
 
 class Ops:
-    __slots__ = ("_bus", "_covers", "_dumps", "_loads", "_near", "_publish", "_router")
+    __slots__ = ("_bus", "_covers", "_dumps", "_loads", "_near", "_publish", "_router", "_wait")
 
     def __init__(self, router: Router, serializer: Serializer) -> None:
         self._router = router
@@ -65,9 +92,13 @@ class Ops:
         self._publish = router.options.publish_invalidations
         near_options = router.options.near_cache
         self._covers = near_options.covers if near_options else None
+        self._wait = (router.options.wait_replicas, router.options.wait_timeout)
 
     def _one(self, key: str, commands: list[Command], finish: Any, idempotent: bool = True) -> Op:
         return Op([(self._router.shard_for(key), commands)], finish, idempotent)
+
+    def _read_one(self, key: str, commands: list[Command], finish: Any) -> Op:
+        return Op([(self._router.shard_for(key), commands)], finish, readonly=True)
 
     def _near_lookup(self, key: str) -> Any:
         """The near-cache's answer for ``key``: raw bytes, ``ABSENT``, or ``MISS``."""
@@ -82,39 +113,52 @@ class Ops:
     def _write_one(
         self, key: str, commands: list[Command], finish: Any, idempotent: bool = True
     ) -> Op:
-        return self._coherent(self._one(key, commands, finish, idempotent), [[key]])
+        return self._write(self._one(key, commands, finish, idempotent), [[key]])
 
-    def _coherent(self, op: Op, keys_per_batch: list[list[str] | None]) -> Op:
-        """Add the invalidation of each batch's keys (None: all keys) and the local eviction."""
+    def _write(self, op: Op, keys_per_batch: list[list[str] | None]) -> Op:
+        """Add to each batch its ``WAIT`` for replicas and the invalidation of its keys (None:
+        all keys), checked and stripped before ``op.finish`` sees the replies; and the local
+        eviction of those keys once the call is over."""
+        replicas, timeout = _replication.get() or self._wait
         near, covers = self._near, self._covers
-        if near is None and not self._publish:
+        if near is None and not self._publish and not replicas:
             return op
         if covers is not None:
             keys_per_batch = [
                 keys if keys is None else [k for k in keys if covers(k)] for keys in keys_per_batch
             ]
-        published = [keys is None or bool(keys) for keys in keys_per_batch]
-        if not any(published):
+        publish = self._bus.publish_command if self._publish else None  # type: ignore[union-attr]
+        extras: list[list[Command]] = []
+        for keys in keys_per_batch:
+            extra: list[Command] = []
+            if replicas:
+                extra.append(("WAIT", replicas, max(1, int(timeout * 1000))))
+            if publish is not None and (keys is None or keys):
+                extra.append(publish(keys))
+            extras.append(extra)
+        if not any(extras):
             return op
-        batches = op.batches
-        if self._publish:
-            publish = self._bus.publish_command  # type: ignore[union-attr]
-            batches = [
-                (shard, [*commands, publish(keys)]) if sent else (shard, commands)
-                for (shard, commands), keys, sent in zip(
-                    op.batches, keys_per_batch, published, strict=True
-                )
-            ]
-            finish = op.finish
+        batches = [
+            (shard, [*commands, *extra])
+            for (shard, commands), extra in zip(op.batches, extras, strict=True)
+        ]
+        finish = op.finish
 
-            def checked(results: list[Replies]) -> Any:
-                trimmed = []
-                for replies, sent in zip(results, published, strict=True):
-                    if sent:
-                        _ok(replies[-1])
-                        replies = replies[:-1]
-                    trimmed.append(replies)
-                return finish(trimmed)
+        def checked(results: list[Replies]) -> Any:
+            trimmed = []
+            for replies, extra in zip(results, extras, strict=True):
+                if extra:
+                    tail = replies[len(replies) - len(extra) :]
+                    replies = replies[: len(replies) - len(extra)]
+                    for command, reply in zip(extra, tail, strict=True):
+                        _ok(reply)
+                        if command[0] == "WAIT" and reply < replicas:
+                            raise NotReplicated(
+                                f"{reply} of {replicas} replica(s) confirmed the write "
+                                f"within {timeout}s"
+                            )
+                trimmed.append(replies)
+            return finish(trimmed)
 
         cleanup = None
         if near is not None:
@@ -123,7 +167,7 @@ class Ops:
             else:
                 evicted = [k for keys in keys_per_batch if keys for k in keys]
                 cleanup = lambda: near.evict(evicted)  # noqa: E731
-        return Op(batches, checked if self._publish else op.finish, op.idempotent, cleanup)
+        return Op(batches, checked, op.idempotent, cleanup)
 
     def get(self, key: str, default: Any) -> Op:
         loads = self._loads
@@ -143,6 +187,8 @@ class Ops:
                     near.fill(lease, ABSENT if value is None else value, ttl)
                     return default if value is None else loads(value)
 
+                # Read from the master only: a replica may not yet have a write whose
+                # invalidation has already arrived, and its reply would then be kept.
                 return Op(
                     [(shard, [("GET", key), ("PTTL", key)])],
                     fill,
@@ -153,7 +199,7 @@ class Ops:
             value = _first(results)
             return default if value is None else loads(value)
 
-        return self._one(key, [("GET", key)], finish)
+        return self._read_one(key, [("GET", key)], finish)
 
     def set(self, key: str, value: Any, timeout: int | None) -> Op:
         if timeout == 0:
@@ -162,7 +208,7 @@ class Ops:
 
     def add(self, key: str, value: Any, timeout: int | None) -> Op:
         if timeout == 0:  # would expire at once: report whether it could have been added
-            return self._write_one(key, [("EXISTS", key)], lambda r: not _first(r))
+            return self._read_one(key, [("EXISTS", key)], lambda r: not _first(r))
         command = (*_set_command(key, self._dumps(value), timeout), "NX")
         return self._write_one(key, [command], lambda r: _first(r) is not None)
 
@@ -181,7 +227,7 @@ class Ops:
         hit = self._near_lookup(key)
         if hit is not None and hit is not MISS:
             return _done(hit is not ABSENT)
-        return self._one(key, [("EXISTS", key)], lambda r: bool(_first(r)))
+        return self._read_one(key, [("EXISTS", key)], lambda r: bool(_first(r)))
 
     def incr(self, key: str, delta: int) -> Op:
         def finish(results: list[Replies]) -> int:
@@ -237,7 +283,7 @@ class Ops:
             return found
 
         if near is None:
-            return Op(batches, finish)
+            return Op(batches, finish, readonly=True)
 
         def cleanup() -> None:
             for shard_leases in leases:
@@ -245,35 +291,55 @@ class Ops:
                     if lease is not None:
                         near.release(lease)
 
-        return Op(batches, finish, cleanup=cleanup)
+        leased = any(lease is not None for shard_leases in leases for lease in shard_leases)
+        return Op(batches, finish, cleanup=cleanup, readonly=not leased)
 
     def set_many(self, data: Mapping[str, Any], timeout: int | None) -> Op:
+        """Answers the keys not stored (their shard failed, failing open)."""
         dumps = self._dumps
         batches = []
         keys_per_batch: list[list[str] | None] = []
+        keys_per_command: list[list[list[str]]] = []  # which keys each command stores
         for shard, keys in self._router.group(data).items():
             if timeout == 0:
                 commands: list[Command] = [("DEL", *keys)]
+                stores: list[list[str]] = [[]]
             elif timeout is None:
                 pairs = [item for key in keys for item in (key, dumps(data[key]))]
-                commands = [("MSET", *pairs)]
+                commands, stores = [("MSET", *pairs)], [keys]
             else:
                 commands = [("SET", key, dumps(data[key]), "EX", timeout) for key in keys]
+                stores = [[key] for key in keys]
             batches.append((shard, commands))
             keys_per_batch.append(keys)
-        return self._coherent(Op(batches, _check_all), keys_per_batch)
+            keys_per_command.append(stores)
+
+        def finish(results: list[Replies]) -> list[str]:
+            _check_all(results)
+            return [
+                key
+                for stores, replies in zip(keys_per_command, results, strict=True)
+                for stored, reply in zip(stores, replies, strict=True)
+                if reply is None
+                for key in stored
+            ]
+
+        return self._write(Op(batches, finish), keys_per_batch)
 
     def delete_many(self, keys: Iterable[str]) -> Op:
         groups = self._router.group(keys)
         op = Op(
             [(shard, [("DEL", *shard_keys)]) for shard, shard_keys in groups.items()], _check_all
         )
-        return self._coherent(op, list(groups.values()))
+        return self._write(op, list(groups.values()))
 
     def clear(self) -> Op:
         shards = self._router.shards.values()
-        op = Op([(shard, [("FLUSHDB",)]) for shard in shards], lambda r: _check_all(r) or True)
-        return self._coherent(op, [None] * len(shards))
+        op = Op(
+            [(shard, [("FLUSHDB",)]) for shard in shards],
+            lambda r: _check_all(r) or all(replies[0] is not None for replies in r),
+        )
+        return self._write(op, [None] * len(shards))
 
     def dump(self, key: str) -> Op:
         """The raw stored value and its remaining lifetime in ms (-1: none), or None if absent."""
@@ -282,7 +348,7 @@ class Ops:
             value, ttl = (_ok(reply) for reply in results[0])
             return None if value is None or ttl == -2 else (value, ttl)
 
-        return self._one(key, [("GET", key), ("PTTL", key)], finish)
+        return self._read_one(key, [("GET", key), ("PTTL", key)], finish)
 
     def restore(self, key: str, raw: bytes, ttl_ms: int) -> Op:
         """Store a value read by ``dump`` under ``key``, with the lifetime it had left."""

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio.connection as async_connection
 import redis.connection as sync_connection
@@ -53,14 +53,22 @@ _ASYNC_CLASS = {
 
 @dataclass(frozen=True)
 class ShardSpec:
-    """One Redis server: its stable name on the ring, weight, and how to connect to it."""
+    """One shard: its stable name on the ring, weight, and how to reach its server(s).
+
+    A plain shard is one server at ``connection_kwargs``. A Sentinel shard names its
+    ``sentinels`` and ``service``; its servers' addresses come from Sentinel, and
+    ``connection_kwargs`` then holds everything but host and port.
+    """
 
     name: str
     weight: int
-    address: str  # host:port or socket path, for messages; never holds the password
+    address: str  # host:port, socket path or sentinel:service; never holds a password
     connection_class: type
     async_connection_class: type
     connection_kwargs: Mapping[str, Any] = field(repr=False)
+    sentinels: tuple[tuple[str, int], ...] = ()
+    service: str | None = None
+    sentinel_kwargs: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,14 @@ class Options:
     near_cache: NearCacheOptions | None
     publish_invalidations: bool
     invalidation_channel: str
+    fail_open: bool
+    read_from_replicas: bool
+    failover_timeout: float
+    breaker_threshold: int
+    breaker_cooldown: float
+    eject_seconds: float | None
+    wait_replicas: int
+    wait_timeout: float
 
 
 @dataclass(frozen=True)
@@ -131,6 +147,18 @@ def _choice(*choices: str) -> Callable[[str, Any], str]:
     return parse
 
 
+def _seconds_or_zero(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise _fail(f"OPTIONS['{name}']", f"expected a number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
+def _count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _fail(f"OPTIONS['{name}']", f"expected an integer >= 0, got {value!r}")
+    return value
+
+
 def _optional_boolean(name: str, value: Any) -> bool | None:
     return None if value is None else _boolean(name, value)
 
@@ -179,6 +207,15 @@ SCHEMA: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
     "NEAR_CACHE_EXCLUDE": (_globs, None),
     "PUBLISH_INVALIDATIONS": (_optional_boolean, None),
     "INVALIDATION_CHANNEL": (_channel, "hacache:invalidate"),
+    "FAIL_OPEN": (_boolean, False),
+    "READ_FROM_REPLICAS": (_boolean, False),
+    "FAILOVER_TIMEOUT": (_seconds_or_zero, 1.0),
+    "BREAKER_THRESHOLD": (_positive_int, 3),
+    "BREAKER_COOLDOWN": (_positive_number, 1.0),
+    "EJECT_DEAD_SHARDS": (_boolean, False),
+    "EJECT_SECONDS": (_positive_number, 30.0),
+    "WAIT_REPLICAS": (_count, 0),
+    "WAIT_TIMEOUT": (_positive_number, 0.1),
 }
 
 
@@ -207,12 +244,99 @@ def _redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=user + netloc))
 
 
+def _check_connection_kwargs(connection_class: type, kwargs: Mapping[str, Any], shown: str) -> None:
+    try:  # Building one (it does not connect) is the surest check of the arguments.
+        connection_class(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise _fail("OPTIONS['CONNECTION_OPTIONS']", f"rejected for {shown!r}: {exc}") from exc
+
+
+def _weight(ours: Mapping[str, str], shown: str) -> int:
+    weight = ours.get("weight", "1")
+    if not weight.isdigit() or int(weight) < 1:
+        raise _fail("LOCATION", f"{shown!r}: weight must be a positive integer, got {weight!r}")
+    return int(weight)
+
+
+def parse_sentinel_shard(url: str, common: Mapping[str, Any]) -> ShardSpec:
+    """``sentinel://[user:password@]host:port[,host:port...]/service[/db]?name=..&weight=..``.
+
+    The credentials are the Redis servers'; Sentinel's own go in ``sentinel_username`` and
+    ``sentinel_password`` query parameters.
+    """
+    shown = _redacted(url)
+    rest = url[len("sentinel://") :]
+    rest, _, query_text = rest.partition("?")
+    netloc, _, path = rest.partition("/")
+    userinfo, _, hosts = netloc.rpartition("@")
+    sentinels = []
+    for item in hosts.split(","):
+        host, _, port = item.strip().partition(":")
+        if not host or (port and not port.isdigit()):
+            raise _fail("LOCATION", f"{shown!r}: bad sentinel address {item!r}")
+        sentinels.append((host, int(port or 26379)))
+    service, _, db = path.partition("/")
+    if not service:
+        raise _fail(
+            "LOCATION",
+            f"{shown!r}: no Sentinel service name; expected "
+            "sentinel://host:26379,host:26380/service",
+        )
+    query = dict(parse_qsl(query_text, keep_blank_values=True))
+    ours = {k: query.pop(k) for k in list(query) if k in _SHARD_URL_PARAMS}
+    sentinel_auth = {
+        k[len("sentinel_") :]: query.pop(k)
+        for k in list(query)
+        if k in ("sentinel_username", "sentinel_password")
+    }
+    unknown = [k for k in query if k not in _REDIS_URL_PARAMS]
+    if unknown:
+        raise _fail("LOCATION", f"{shown!r}: unknown URL parameter(s) {', '.join(unknown)}")
+    kwargs: dict[str, Any] = {**common}
+    if db or "db" in query:
+        value = db or query["db"]
+        if not value.isdigit():
+            raise _fail("LOCATION", f"{shown!r}: db must be a number, got {value!r}")
+        kwargs["db"] = int(value)
+    if userinfo:
+        username, _, password = userinfo.partition(":")
+        kwargs["username"] = unquote(username) or None
+        kwargs["password"] = unquote(password) or None
+    for key in ("socket_timeout", "socket_connect_timeout"):
+        if key in query:
+            kwargs[key] = float(query[key])
+    _check_connection_kwargs(sync_connection.Connection, kwargs, shown)
+    timeout = min(kwargs["socket_connect_timeout"], kwargs["socket_timeout"])
+    return ShardSpec(
+        name=ours.get("name") or service,
+        weight=_weight(ours, shown),
+        address=f"sentinel:{service}",
+        connection_class=sync_connection.Connection,
+        async_connection_class=async_connection.Connection,
+        connection_kwargs=MappingProxyType(kwargs),
+        sentinels=tuple(sentinels),
+        service=service,
+        sentinel_kwargs=MappingProxyType(
+            {
+                "protocol": 2,
+                "socket_timeout": timeout,
+                "socket_connect_timeout": timeout,
+                **sentinel_auth,
+            }
+        ),
+    )
+
+
 def parse_shard(url: str, common: Mapping[str, Any]) -> ShardSpec:
-    """One ``LOCATION`` entry: a redis://, rediss:// or unix:// URL with optional name/weight."""
+    """One ``LOCATION`` entry: a redis://, rediss://, unix:// or sentinel:// URL."""
     shown = _redacted(url)
     parts = urlsplit(url)
+    if parts.scheme == "sentinel":
+        return parse_sentinel_shard(url, common)
     if parts.scheme not in ("redis", "rediss", "unix"):
-        raise _fail("LOCATION", f"{shown!r}: expected a redis://, rediss:// or unix:// URL")
+        raise _fail(
+            "LOCATION", f"{shown!r}: expected a redis://, rediss://, unix:// or sentinel:// URL"
+        )
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
     ours = {k: query.pop(k) for k in list(query) if k in _SHARD_URL_PARAMS}
     unknown = [k for k in query if k not in _REDIS_URL_PARAMS and not k.startswith("ssl_")]
@@ -236,18 +360,11 @@ def parse_shard(url: str, common: Mapping[str, Any]) -> ShardSpec:
         if not kwargs.get("host"):
             raise _fail("LOCATION", f"{shown!r}: no host")
         address = f"{kwargs['host']}:{kwargs['port']}"
-    weight = ours.get("weight", "1")
-    if not weight.isdigit() or int(weight) < 1:
-        raise _fail("LOCATION", f"{shown!r}: weight must be a positive integer, got {weight!r}")
-    name = ours.get("name") or address
     merged = {**common, **kwargs}
-    try:  # Building one (it does not connect) is the surest check of the arguments.
-        connection_class(**merged)
-    except (TypeError, ValueError) as exc:
-        raise _fail("OPTIONS['CONNECTION_OPTIONS']", f"rejected for {shown!r}: {exc}") from exc
+    _check_connection_kwargs(connection_class, merged, shown)
     return ShardSpec(
-        name=name,
-        weight=int(weight),
+        name=ours.get("name") or address,
+        weight=_weight(ours, shown),
         address=address,
         connection_class=connection_class,
         async_connection_class=_ASYNC_CLASS.get(connection_class, connection_class),
@@ -359,4 +476,12 @@ def parse_options(location: Any, options: Any) -> Options:
             else values["PUBLISH_INVALIDATIONS"]
         ),
         invalidation_channel=values["INVALIDATION_CHANNEL"],
+        fail_open=values["FAIL_OPEN"],
+        read_from_replicas=values["READ_FROM_REPLICAS"],
+        failover_timeout=values["FAILOVER_TIMEOUT"],
+        breaker_threshold=values["BREAKER_THRESHOLD"],
+        breaker_cooldown=values["BREAKER_COOLDOWN"],
+        eject_seconds=values["EJECT_SECONDS"] if values["EJECT_DEAD_SHARDS"] else None,
+        wait_replicas=values["WAIT_REPLICAS"],
+        wait_timeout=values["WAIT_TIMEOUT"],
     )

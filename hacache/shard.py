@@ -1,190 +1,176 @@
-"""One Redis server: its pools, and sending a pipeline of commands to it.
+"""One shard of the ring: a single Redis server, or a Sentinel service (a master and replicas).
 
-A pipeline is sent in one write and its replies read afterwards, in two separate steps
-(``start``/``finish``), so the router can send to every shard before waiting on any of them.
+The shard picks the endpoint a pipeline goes to (the master; a replica for reads when asked
+to) and hands failures to ``failover``, which decides whether and where to try again.
 """
 
 from __future__ import annotations
 
-import asyncio
-import weakref
-from typing import Any, NamedTuple
+import random
+import threading
+from collections.abc import Callable
+from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
+from hacache import failover
+from hacache.breaker import Breaker
+from hacache.endpoint import Command, Endpoint, Pending, Replies
 from hacache.options import Options, ShardSpec
-from hacache.pool import AsyncPool, SyncPool
-
-Command = tuple[Any, ...]
-# Each reply is the decoded value, or the ResponseError Redis sent for that command.
-Replies = list[Any]
-
-
-class Pending(NamedTuple):
-    connection: Any  # None once the send has failed
-    reused: bool
-    commands: list[Command]
-    error: RedisError | None
-
-
-def _with_shard(exc: RedisError, shard: Shard) -> RedisError:
-    """The same exception class, naming the shard (logs must show which server failed)."""
-    return type(exc)(f"shard {shard.name!r} ({shard.address}): {exc}")
-
-
-def _is_stale(pending: Pending, error: RedisError | None) -> bool:
-    # A connection that sat idle may have been closed by a server restart: the first use
-    # fails at once with a connection error. A timeout is a live problem, not staleness.
-    return (
-        pending.reused
-        and isinstance(error, RedisConnectionError)
-        and not isinstance(error, RedisTimeoutError)
-    )
-
-
-def _closed_by_server(connection: Any) -> bool:
-    """An idle connection with something to read has been closed (or is out of step)."""
-    try:
-        return connection.can_read()
-    except RedisError:
-        return True
-
-
-async def _aclosed_by_server(connection: Any) -> bool:
-    try:
-        return await connection.can_read()
-    except (RedisError, OSError):
-        return True
+from hacache.sentinel import SentinelMonitor
 
 
 class Shard:
-    """Owns the sync pool and one async pool per event loop for one server."""
-
     def __init__(self, spec: ShardSpec, options: Options) -> None:
         self.spec = spec
         self.name = spec.name
-        self.address = spec.address
-        self._pool_args = (options.max_connections, options.pool_timeout)
-        self.pool = SyncPool(spec.connection_class, spec.connection_kwargs, *self._pool_args)
-        self._async_pools: weakref.WeakKeyDictionary[Any, AsyncPool] = weakref.WeakKeyDictionary()
-        self._last_async: tuple[Any, AsyncPool | None] = (None, None)
+        self.options = options
+        self._endpoints: dict[tuple[str, int], Endpoint] = {}
+        self._changed = threading.Condition()
+        self.generation = 0  # moves on whenever the master does
+        self.replicas: list[Endpoint] = []
+        self.master_listeners: list[Callable[[Shard], None]] = []
+        self.monitor: SentinelMonitor | None = None
+        self.master: Endpoint | None
+        if spec.sentinels:
+            self.master = None  # asked of Sentinel on first use
+            self.monitor = SentinelMonitor(self, spec.sentinels, spec.service, spec.sentinel_kwargs)
+        else:
+            self.master = self._new_endpoint(spec.address, spec.connection_kwargs)
 
     def __repr__(self) -> str:
         return f"<Shard {self.name} at {self.address}>"
 
+    @property
+    def address(self) -> str:
+        master = self.master
+        return self.spec.address if master is None else master.address
+
+    def _new_endpoint(self, address: str, kwargs: Any) -> Endpoint:
+        options = self.options
+        return Endpoint(
+            address,
+            self.spec.connection_class,
+            self.spec.async_connection_class,
+            kwargs,
+            max_connections=options.max_connections,
+            pool_timeout=options.pool_timeout,
+            breaker=Breaker(options.breaker_threshold, options.breaker_cooldown),
+        )
+
+    def _endpoint(self, host: str, port: int) -> Endpoint:
+        endpoint = self._endpoints.get((host, port))
+        if endpoint is None:
+            kwargs = {**self.spec.connection_kwargs, "host": host, "port": port}
+            endpoint = self._endpoints[(host, port)] = self._new_endpoint(f"{host}:{port}", kwargs)
+        return endpoint
+
+    # -- topology, as Sentinel reports it ---------------------------------------------------
+
+    def set_servers(self, master: tuple[str, int], replicas: list[tuple[str, int]] | None) -> None:
+        """Called by the monitor. ``replicas`` None: unchanged (only the master is known)."""
+        endpoint = self._endpoint(*master)
+        with self._changed:
+            if replicas is not None:
+                self.replicas = [self._endpoint(*r) for r in replicas if r != master]
+            else:
+                self.replicas = [r for r in self.replicas if r is not endpoint]
+            if endpoint is self.master:
+                return
+            old, self.master = self.master, endpoint
+            self.generation += 1
+            self._changed.notify_all()
+        if old is not None:
+            for listener in self.master_listeners:
+                listener(self)
+
+    def _discover(self) -> Endpoint:
+        monitor = self.monitor
+        assert monitor is not None
+        if self.master is None and not monitor.discover():
+            raise RedisConnectionError(
+                f"shard {self.name!r}: no sentinel of {monitor.sentinels} knows the master of "
+                f"{monitor.service!r}"
+            )
+        monitor.ensure_running()
+        assert self.master is not None
+        return self.master
+
+    def wait_for_new_master(self, failed: Endpoint, timeout: float) -> Endpoint | None:
+        """Block until the master is another endpoint than ``failed``, or ``timeout`` passes."""
+        with self._changed:
+            self._changed.wait_for(lambda: self.master is not failed, timeout)
+            return None if self.master is failed else self.master
+
+    def read_endpoints(self, exclude: Endpoint) -> list[Endpoint]:
+        """Where a read may go instead: replicas in random order, then the master."""
+        candidates = [r for r in self.replicas if r is not exclude]
+        random.shuffle(candidates)
+        if self.master is not None and self.master is not exclude:
+            candidates.append(self.master)
+        return candidates
+
+    def current_master(self) -> Endpoint:
+        master = self.master
+        if master is None:
+            return self._discover()
+        if self.monitor is not None:
+            self.monitor.ensure_running()
+        return master
+
+    def _pick(self, readonly: bool) -> Endpoint:
+        master = self.current_master()
+        if readonly and self.options.read_from_replicas and self.replicas:
+            return random.choice(self.replicas)
+        return master
+
+    def error(self, exc: RedisError, endpoint: Endpoint | None = None) -> RedisError:
+        """The same exception class, naming the shard: logs must show which server failed."""
+        where = endpoint.address if endpoint is not None else self.address
+        return type(exc)(f"shard {self.name!r} ({where}): {exc}")
+
     # -- sync ------------------------------------------------------------------------------
 
-    def start(self, commands: list[Command], idempotent: bool = True) -> Pending:
-        connection, reused = self.pool.acquire()
+    def start(
+        self, commands: list[Command], idempotent: bool = True, readonly: bool = False
+    ) -> Pending:
+        return self._pick(readonly).start(commands, idempotent)
+
+    def finish(self, pending: Pending, idempotent: bool = True, readonly: bool = False) -> Replies:
         try:
-            if reused and not idempotent and _closed_by_server(connection):
-                # Cannot be retried after the fact, so pay for a check up front instead.
-                self.pool.discard(connection)
-                self.pool.close()
-                connection, reused = self.pool.acquire()
-            connection.send_packed_command(connection.pack_commands(commands), False)
+            return pending.endpoint.finish(pending, idempotent)
         except RedisError as exc:
-            self.pool.discard(connection)
-            return Pending(None, reused, commands, exc)
-        except BaseException:
-            self.pool.discard(connection)
-            raise
-        return Pending(connection, reused, commands, None)
+            return failover.recover(self, pending, exc, idempotent, readonly)
 
-    def finish(self, pending: Pending, idempotent: bool = True) -> Replies:
-        """Read a started pipeline's replies; retry once on a fresh connection if it was stale."""
-        connection, error = pending.connection, pending.error
-        if connection is not None:
-            try:
-                replies = []
-                for _ in pending.commands:
-                    try:
-                        replies.append(connection.read_response(disconnect_on_error=False))
-                    except ResponseError as exc:
-                        replies.append(exc)
-            except RedisError as exc:
-                self.pool.discard(connection)
-                error = exc
-            except BaseException:
-                self.pool.discard(connection)
-                raise
-            else:
-                self.pool.release(connection)
-                return replies
-        if _is_stale(pending, error):
-            self.pool.close()  # its idle siblings are most likely stale too
-            if idempotent:
-                return self.finish(self.start(pending.commands)._replace(reused=False))
-        assert error is not None
-        raise _with_shard(error, self) from error
-
-    def call(self, commands: list[Command], idempotent: bool = True) -> Replies:
-        return self.finish(self.start(commands, idempotent), idempotent)
+    def call(
+        self, commands: list[Command], idempotent: bool = True, readonly: bool = False
+    ) -> Replies:
+        return self.finish(self.start(commands, idempotent, readonly), idempotent, readonly)
 
     # -- async -----------------------------------------------------------------------------
 
-    def async_pool(self) -> AsyncPool:
-        loop = asyncio.get_running_loop()
-        last_loop, pool = self._last_async  # one tuple read: safe against other threads' loops
-        if last_loop is loop and pool is not None:
-            return pool
-        pool = self._async_pools.get(loop)
-        if pool is None:
-            spec = self.spec
-            pool = AsyncPool(spec.async_connection_class, spec.connection_kwargs, *self._pool_args)
-            self._async_pools[loop] = pool
-        self._last_async = (loop, pool)
-        return pool
+    async def astart(
+        self, commands: list[Command], idempotent: bool = True, readonly: bool = False
+    ) -> Pending:
+        return await self._pick(readonly).astart(commands, idempotent)
 
-    async def astart(self, commands: list[Command], idempotent: bool = True) -> Pending:
-        pool = self.async_pool()
-        connection, reused = await pool.acquire()
+    async def afinish(
+        self, pending: Pending, idempotent: bool = True, readonly: bool = False
+    ) -> Replies:
         try:
-            if reused and not idempotent and await _aclosed_by_server(connection):
-                await pool.discard(connection)
-                await pool.close()
-                connection, reused = await pool.acquire()
-            await connection.send_packed_command(connection.pack_commands(commands), False)
+            return await pending.endpoint.afinish(pending, idempotent)
         except RedisError as exc:
-            await pool.discard(connection)
-            return Pending(None, reused, commands, exc)
-        except BaseException:
-            await pool.discard(connection)
-            raise
-        return Pending(connection, reused, commands, None)
+            return await failover.arecover(self, pending, exc, idempotent, readonly)
 
-    async def afinish(self, pending: Pending, idempotent: bool = True) -> Replies:
-        pool = self.async_pool()
-        connection, error = pending.connection, pending.error
-        if connection is not None:
-            try:
-                replies = []
-                for _ in pending.commands:
-                    try:
-                        replies.append(await connection.read_response(disconnect_on_error=False))
-                    except ResponseError as exc:
-                        replies.append(exc)
-            except RedisError as exc:
-                await pool.discard(connection)
-                error = exc
-            except BaseException:
-                await pool.discard(connection)
-                raise
-            else:
-                pool.release(connection)
-                return replies
-        if _is_stale(pending, error):
-            await pool.close()
-            if idempotent:
-                fresh = (await self.astart(pending.commands))._replace(reused=False)
-                return await self.afinish(fresh)
-        assert error is not None
-        raise _with_shard(error, self) from error
-
-    async def acall(self, commands: list[Command], idempotent: bool = True) -> Replies:
-        return await self.afinish(await self.astart(commands, idempotent), idempotent)
+    async def acall(
+        self, commands: list[Command], idempotent: bool = True, readonly: bool = False
+    ) -> Replies:
+        pending = await self.astart(commands, idempotent, readonly)
+        return await self.afinish(pending, idempotent, readonly)
 
     def close(self) -> None:
-        self.pool.close()
+        if self.monitor is not None:
+            self.monitor.stop()
+        for endpoint in {*self._endpoints.values(), self.master} - {None}:
+            endpoint.close()  # type: ignore[union-attr]

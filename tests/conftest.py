@@ -31,6 +31,14 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
         topo.down()
 
 
+@pytest.fixture(autouse=True)
+def fresh_routers() -> Iterator[None]:
+    """Routers are process-wide: close them after each test so no breaker state, subscriber
+    or pooled connection leaks into the next one."""
+    yield
+    close_all_routers()
+
+
 def cache_params(topology: Topology, scenario: str = "sharded", **options: Any) -> dict:
     """A ``CACHES`` entry for one scenario, with a KEY_PREFIX no other test uses."""
     urls = topology.master_urls()

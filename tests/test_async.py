@@ -31,9 +31,9 @@ async def test_async_runs_on_the_event_loop_thread(cache, monkeypatch):
     seen = set()
     real_astart = Shard.astart
 
-    async def spy(self, commands, idempotent=True):
+    async def spy(self, *args):
         seen.add(threading.get_ident())
-        return await real_astart(self, commands, idempotent)
+        return await real_astart(self, *args)
 
     monkeypatch.setattr(Shard, "astart", spy)
     await cache.aset("k", "v")

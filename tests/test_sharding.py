@@ -72,13 +72,13 @@ def test_multi_key_calls_write_once_to_every_shard_before_reading(sharded, monke
     events = []
     real_start, real_finish = Shard.start, Shard.finish
 
-    def start(self, commands, idempotent=True):
+    def start(self, commands, *args):
         events.append(("send", self.name, len(commands)))
-        return real_start(self, commands, idempotent)
+        return real_start(self, commands, *args)
 
-    def finish(self, pending, idempotent=True):
+    def finish(self, pending, *args):
         events.append(("read", self.name, len(pending.commands)))
-        return real_finish(self, pending, idempotent)
+        return real_finish(self, pending, *args)
 
     monkeypatch.setattr(Shard, "start", start)
     monkeypatch.setattr(Shard, "finish", finish)

@@ -1,0 +1,214 @@
+"""Sentinel discovery: which server is a shard's master, and which replicas may serve reads.
+
+One monitor thread per Sentinel shard subscribes to a Sentinel's events, so a ``+switch-master``
+moves the shard to its new master within milliseconds of the promotion, not after the next
+error or poll. It also re-reads the topology every second (events can be missed while it is
+between sentinels) and at once when a request reports a failure. Requests never talk to
+Sentinel themselves, except once to find the master on first use.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from redis.connection import Connection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+if TYPE_CHECKING:
+    from hacache.shard import Shard
+
+logger = logging.getLogger("hacache")
+
+EVENTS = (
+    "+switch-master", "+sdown", "-sdown", "+odown", "-odown", "+slave", "+convert-to-slave",
+    "+slave-reconf-done", "+failover-end",
+)  # fmt: skip
+POLL = 0.1  # seconds between checks for a refresh request while no event arrives
+REFRESH_EVERY = 1.0
+HEARTBEAT = 1.0
+# A replica whose link to its master has been down longer than this may be far behind.
+REPLICA_LINK_GRACE_MS = 10_000
+
+_monitors: weakref.WeakSet[SentinelMonitor] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for monitor in list(_monitors):
+        monitor.after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _pairs(reply: Any) -> dict[str, str]:
+    """Sentinel's flat [key, value, ...] lists as a dict of str."""
+    items = [x.decode() if isinstance(x, bytes) else str(x) for x in reply]
+    return dict(zip(items[::2], items[1::2], strict=False))
+
+
+def usable_replica(info: Mapping[str, str]) -> bool:
+    """Up in Sentinel's eyes, connected, and in step with its master (or only briefly not)."""
+    flags = set(info.get("flags", "").split(","))
+    if flags & {"s_down", "o_down", "disconnected"}:
+        return False
+    if info.get("master-link-status") == "ok":
+        return True
+    return int(info.get("master-link-down-time", "0") or 0) < REPLICA_LINK_GRACE_MS
+
+
+class SentinelMonitor:
+    def __init__(
+        self,
+        shard: Shard,
+        sentinels: tuple[tuple[str, int], ...],
+        service: str,
+        sentinel_kwargs: Mapping[str, Any],
+    ) -> None:
+        self.shard = shard
+        self.sentinels = list(sentinels)
+        self.service = service
+        self._service_bytes = service.encode()
+        self._kwargs = dict(sentinel_kwargs)
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.switches = 0  # +switch-master events acted on
+        _monitors.add(self)
+
+    # -- asking Sentinel -------------------------------------------------------------------
+
+    def _ask(self, host: str, port: int) -> tuple[tuple[str, int] | None, list[Any]]:
+        connection = Connection(host=host, port=port, **self._kwargs)
+        try:
+            connection.send_packed_command(
+                connection.pack_commands(
+                    [
+                        ("SENTINEL", "get-master-addr-by-name", self.service),
+                        ("SENTINEL", "replicas", self.service),
+                    ]
+                )
+            )
+            master = connection.read_response()
+            replicas = connection.read_response()
+        finally:
+            connection.disconnect()
+        address = None if master is None else (master[0].decode(), int(master[1]))
+        return address, replicas
+
+    def discover(self) -> bool:
+        """Ask the sentinels in turn, the last one that answered first; apply the answer."""
+        for i, (host, port) in enumerate(list(self.sentinels)):
+            try:
+                master, replicas = self._ask(host, port)
+            except RedisError as exc:
+                logger.debug("hacache: sentinel %s:%s did not answer: %s", host, port, exc)
+                continue
+            if master is None:
+                continue  # this sentinel does not know the service (yet)
+            if i:
+                self.sentinels.insert(0, self.sentinels.pop(i))
+            usable = []
+            for reply in replicas:
+                info = _pairs(reply)
+                if usable_replica(info):
+                    usable.append((info["ip"], int(info["port"])))
+            self.shard.set_servers(master, usable)
+            return True
+        return False
+
+    # -- the watching thread ---------------------------------------------------------------
+
+    def ensure_running(self) -> None:
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run, name=f"hacache-sentinel-{self.shard.name}", daemon=True
+                    )
+                    self._thread.start()
+
+    def refresh(self) -> None:
+        """Ask the thread to re-read the topology now (a request just failed)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(POLL * 5)
+        self._thread = None
+        self._stopping = threading.Event()  # may be started again (a closed router reused)
+
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._thread = None
+        self._wake = threading.Event()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            for host, port in list(self.sentinels):
+                if self._stopping.is_set():
+                    return
+                try:
+                    self._watch(host, port)
+                except (RedisError, OSError, ValueError) as exc:
+                    logger.debug("hacache: sentinel %s:%s watch ended: %s", host, port, exc)
+            self._stopping.wait(POLL)
+
+    def _watch(self, host: str, port: int) -> None:
+        connection = Connection(host=host, port=port, **{**self._kwargs, "socket_timeout": POLL})
+        try:
+            connection.send_command("SUBSCRIBE", *EVENTS)
+            for _ in EVENTS:
+                connection.read_response()
+            if not self.discover():
+                raise RedisConnectionError(f"no sentinel knows {self.service!r}")
+            refreshed = last_heard = time.monotonic()
+            pinged_at: float | None = None
+            while not self._stopping.is_set():
+                now = time.monotonic()
+                if self._wake.is_set() or now - refreshed >= REFRESH_EVERY:
+                    self._wake.clear()
+                    self.discover()
+                    refreshed = now
+                try:
+                    message = connection.read_response(disconnect_on_error=False)
+                except RedisTimeoutError:
+                    if pinged_at is not None and now - pinged_at >= HEARTBEAT:
+                        raise RedisConnectionError("sentinel stopped answering") from None
+                    if pinged_at is None and now - last_heard >= HEARTBEAT:
+                        connection.send_command("PING")
+                        pinged_at = now
+                    continue
+                last_heard, pinged_at = time.monotonic(), None
+                if message[0] == b"message":
+                    self._on_event(message[1], message[2])
+        finally:
+            connection.disconnect()
+
+    def _on_event(self, channel: bytes, data: bytes) -> None:
+        words = data.split()
+        if self._service_bytes not in words:
+            return
+        if channel == b"+switch-master" and words[0] == self._service_bytes:
+            # "<name> <old-ip> <old-port> <new-ip> <new-port>": act before asking anything.
+            self.switches += 1
+            self.shard.set_servers((words[3].decode(), int(words[4])), None)
+            logger.warning(
+                "hacache: shard %r: Sentinel promoted %s:%s (was %s:%s)",
+                self.shard.name,
+                words[3].decode(),
+                words[4].decode(),
+                words[1].decode(),
+                words[2].decode(),
+            )
+        self.discover()

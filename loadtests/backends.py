@@ -1,0 +1,74 @@
+"""The cache back-ends under test, each as a Django ``CACHES`` dict built from the shard URLs.
+
+Every back-end gets the same Redis servers (the first shard for the single-server baseline), the
+same default TIMEOUT and no KEY_PREFIX, so the only difference between runs is the client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+
+def strip_name(url: str) -> str:
+    """Drop hacache's own ``name=``/``weight=`` query parameters, which other clients refuse."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("name", "weight")]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    label: str  # how tables and plots name it
+    description: str
+    build: Callable[[list[str]], dict[str, Any]]  # shard URLs -> the "default" CACHES entry
+
+    def caches(self, urls: list[str]) -> dict[str, Any]:
+        return {"default": self.build(urls)}
+
+
+BACKENDS: dict[str, Backend] = {
+    b.name: b
+    for b in (
+        Backend(
+            "hacache",
+            "hacache",
+            "hacache.HACache on 3 shards, near-cache off",
+            lambda urls: {"BACKEND": "hacache.HACache", "LOCATION": urls},
+        ),
+        Backend(
+            "hacache-near",
+            "hacache + near-cache",
+            'hacache.HACache on 3 shards, OPTIONS {"NEAR_CACHE": true}',
+            lambda urls: {
+                "BACKEND": "hacache.HACache",
+                "LOCATION": urls,
+                "OPTIONS": {"NEAR_CACHE": True},
+            },
+        ),
+        Backend(
+            "django",
+            "Django RedisCache",
+            "django.core.cache.backends.redis.RedisCache on shard 0 alone",
+            lambda urls: {
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "LOCATION": strip_name(urls[0]),
+            },
+        ),
+        Backend(
+            "django-redis-shard",
+            "django-redis ShardClient",
+            "django_redis.cache.RedisCache with CLIENT_CLASS ShardClient on the same 3 shards",
+            lambda urls: {
+                "BACKEND": "django_redis.cache.RedisCache",
+                "LOCATION": [strip_name(u) for u in urls],
+                "OPTIONS": {"CLIENT_CLASS": "django_redis.client.ShardClient"},
+            },
+        ),
+    )
+}
+
+BASELINE = "django"  # ratios in every table are against Django's own RedisCache
