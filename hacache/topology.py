@@ -738,9 +738,19 @@ class Topology:
     def sentinel_addresses(self) -> list[tuple[str, int]]:
         return [(n.host, n.port) for n in self._by_role("sentinel")]
 
+    def sentinel_urls(self) -> list[str]:
+        """One ``sentinel://`` URL per shard: hacache finds each master through Sentinel."""
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        query = f"&sentinel_password={quote(self.password, safe='')}" if self.password else ""
+        hosts = ",".join(f"{host}:{port}" for host, port in self.sentinel_addresses())
+        return [
+            f"sentinel://{auth}{hosts}/{shard}/0?name={shard}{query}" for shard in self.shard_names
+        ]
+
     def caches_setting(self, **options: Any) -> dict[str, Any]:
-        """A ready-to-use Django ``CACHES`` dict pointing at the current masters."""
-        default: dict[str, Any] = {"BACKEND": "hacache.HACache", "LOCATION": self.master_urls()}
+        """A ready-to-use Django ``CACHES`` dict: through Sentinel when there are sentinels."""
+        urls = self.sentinel_urls() if self._by_role("sentinel") else self.master_urls()
+        default: dict[str, Any] = {"BACKEND": "hacache.HACache", "LOCATION": urls}
         if options:
             default["OPTIONS"] = options
         return {"default": default}

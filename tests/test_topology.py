@@ -138,8 +138,10 @@ def test_up_down_sharded_with_replicas_and_sentinels(make_topology: Callable[...
     }
     m0 = topo.node("shard0-master")
     assert topo.master_urls()[0] == f"redis://127.0.0.1:{m0.port}/0?name=shard0"
-    assert topo.caches_setting() == {
-        "default": {"BACKEND": "hacache.HACache", "LOCATION": topo.master_urls()}
+    sentinels = ",".join(f"{h}:{p}" for h, p in topo.sentinel_addresses())
+    assert topo.sentinel_urls()[1] == f"sentinel://{sentinels}/shard1/0?name=shard1"
+    assert topo.caches_setting() == {  # with sentinels, hacache finds masters through them
+        "default": {"BACKEND": "hacache.HACache", "LOCATION": topo.sentinel_urls()}
     }
     assert topo.caches_setting(X=1)["default"]["OPTIONS"] == {"X": 1}
 

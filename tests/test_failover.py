@@ -1,0 +1,265 @@
+"""High availability on a real topology: Sentinel-managed shards, each a master and a replica.
+
+Masters are killed, hung and brought back; the tests check what callers see (which calls
+succeed, which fail, that no value is ever wrong), not how long things take: the failover
+report (``benchmarks/failover.py``) measures that.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from hacache.ops import NotReplicated, wait_for_replicas
+from hacache.topology import Topology
+from tests.conftest import make_cache
+
+PATIENCE = 15.0  # seconds: generous bounds on waits that normally take well under two
+
+
+@pytest.fixture
+def ha(request, tmp_path) -> Iterator[Topology]:
+    """2 shards x (master + replica) + 3 sentinels; a fresh one per test, as tests break it.
+
+    ``@pytest.mark.parametrize("ha", [N], indirect=True)`` asks for N replicas per shard.
+    """
+    replicas = getattr(request, "param", 1)
+    topo = Topology(tmp_path, shards=2, replicas=replicas, sentinels=3, down_after_ms=500,
+                    failover_timeout_ms=2000)  # fmt: skip
+    topo.up()
+    try:
+        yield topo
+    finally:
+        from hacache.router import close_all_routers
+
+        close_all_routers()
+        topo.down()
+
+
+def ha_cache(topo: Topology, **options: Any) -> Any:
+    params = {**topo.caches_setting(**options)["default"], "KEY_PREFIX": "ha"}
+    return make_cache(params)
+
+
+def key_on(cache, shard: str, prefix: str = "k") -> str:
+    return next(
+        f"{prefix}{i}"
+        for i in range(10_000)
+        if cache._router.ring.node_for(cache.make_key(f"{prefix}{i}")) == shard
+    )
+
+
+def until(predicate, timeout: float = PATIENCE) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+def test_shards_are_found_through_sentinel(ha):
+    cache = ha_cache(ha)
+    cache.set_many({f"k{i}": i for i in range(50)})
+    assert cache.get_many([f"k{i}" for i in range(50)]) == {f"k{i}": i for i in range(50)}
+    for name, shard in cache._router.shards.items():
+        master = ha.masters()[name]
+        assert shard.master.address == f"{master.host}:{master.port}"
+        assert [r.address for r in shard.replicas] == [
+            f"{n.host}:{n.port}" for n in ha.nodes() if n.shard == name and n.role == "replica"
+        ]
+
+
+class Loop(threading.Thread):
+    """Writes increasing versions of one key and reads it back, recording what happens."""
+
+    def __init__(self, cache, key: str) -> None:
+        super().__init__(daemon=True)
+        self.cache, self.key = cache, key
+        self.stop = threading.Event()
+        self.acked = 0  # newest version whose write returned
+        self.reads = self.writes = 0
+        self.read_errors: list[str] = []
+        self.write_errors: list[str] = []
+        self.wrong: list[tuple[int, int]] = []
+
+    def run(self) -> None:
+        version = 0
+        while not self.stop.is_set():
+            version += 1
+            try:
+                self.cache.set(self.key, version)
+                self.acked = version
+                self.writes += 1
+            except redis.RedisError as exc:
+                self.write_errors.append(repr(exc))
+            try:
+                value = self.cache.get(self.key)
+                self.reads += 1
+                if value is None or value < self.acked:
+                    self.wrong.append((value, self.acked))
+            except redis.RedisError as exc:
+                self.read_errors.append(repr(exc))
+
+
+@pytest.mark.parametrize("ha", [2], indirect=True)
+def test_master_killed_under_load(ha):
+    """Reads go on from a replica, writes wait for the promotion, no value is ever wrong.
+
+    WAIT_REPLICAS makes every acknowledged write reach a replica first, so the promoted
+    replica has them all: read-your-writes holds across the failover. (Two replicas, so that
+    the new master has one to wait for once Sentinel has moved it over.)
+    """
+    cache = ha_cache(ha, WAIT_REPLICAS=1, WAIT_TIMEOUT=0.5, FAILOVER_TIMEOUT=10)
+    key = key_on(cache, "shard0")
+    shard = cache._router.shards["shard0"]
+    old_master = shard.current_master().address
+    loop = Loop(cache, key)
+    loop.start()
+    assert until(lambda: loop.writes > 20)
+    ha.kill("shard0-master")
+    killed_at_writes = loop.writes
+    assert until(lambda: shard.master.address != old_master)
+    assert until(lambda: loop.writes > killed_at_writes + 20)
+    loop.stop.set()
+    loop.join(PATIENCE)
+    assert loop.wrong == []
+    assert loop.read_errors == []
+    assert loop.write_errors == []
+    assert cache._router.shards["shard0"].monitor.switches >= 1
+
+
+def test_reads_are_served_by_the_replica_while_the_master_is_down(ha):
+    cache = ha_cache(ha, FAILOVER_TIMEOUT=0)
+    key = key_on(cache, "shard1")
+    with wait_for_replicas(1, 1.0):
+        cache.set(key, "durable")
+    ha.kill("shard1-master")
+    # Before Sentinel has even noticed: the master refuses, the replica answers.
+    assert cache.get(key) == "durable"
+    assert cache.get_many([key]) == {key: "durable"}
+    with pytest.raises(redis.ConnectionError, match="shard1"):
+        cache.set(key, "nowhere to write")  # FAILOVER_TIMEOUT 0: no waiting for a promotion
+    shard = cache._router.shards["shard1"]
+    assert shard.master.breaker.is_open  # the dead master now costs one fast failure
+    assert cache.get(key) == "durable"
+
+
+def test_writes_resume_on_the_promoted_master_and_the_old_one_returns_as_replica(ha):
+    cache = ha_cache(ha, FAILOVER_TIMEOUT=10)
+    key = key_on(cache, "shard0")
+    shard = cache._router.shards["shard0"]
+    old = shard.current_master().address
+    cache.set(key, 1)
+    ha.kill("shard0-master")
+    cache.set(key, 2)  # waits for the promotion, then lands on the new master
+    assert shard.master.address != old
+    assert cache.get(key) == 2
+    ha.start("shard0-master")  # comes back; Sentinel turns it into a replica
+    old_client = redis.Redis(host=old.split(":")[0], port=int(old.split(":")[1]))
+    assert until(lambda: old_client.info("replication")["role"] == "slave")
+    for i in range(3, 50):
+        cache.set(key, i)
+    assert cache.get(key) == 49
+    assert until(lambda: old_client.get(cache.make_key(key)) == b"49")
+
+
+def test_a_demoted_master_answering_readonly_triggers_rediscovery(ha):
+    """Point the client at the replica, as a client that missed the failover would be."""
+    cache = ha_cache(ha, FAILOVER_TIMEOUT=5)
+    key = key_on(cache, "shard1")
+    shard = cache._router.shards["shard1"]
+    real_master = shard.current_master()
+    replica = shard.replicas[0]
+    shard.set_servers(tuple(replica.connection_kwargs[k] for k in ("host", "port")), [])
+    assert shard.master is replica
+    cache.set(key, "written")  # READONLY from the replica; Sentinel is asked; retried
+    assert shard.master is real_master
+    assert cache.get(key) == "written"
+    assert cache.incr(cache.set(key, 1) or key) == 2  # non-idempotent: READONLY wrote nothing
+
+
+def test_hung_master_costs_a_timeout_then_the_breaker_answers(ha):
+    cache = ha_cache(ha, SOCKET_TIMEOUT=0.2, FAILOVER_TIMEOUT=0, BREAKER_THRESHOLD=2)
+    key = key_on(cache, "shard0")
+    cache.set(key, "v")
+    shard = cache._router.shards["shard0"]
+    master = shard.current_master()
+    ha.pause("shard0-master")
+    try:
+        assert cache.get(key) == "v"  # timed out on the master, then the replica answered
+        assert cache.get(key) == "v"
+        assert master.breaker.is_open
+        with pytest.raises(redis.ConnectionError, match="failed repeatedly"):
+            cache.set(key, "w")  # fails fast: no connect, no timeout
+    finally:
+        ha.resume("shard0-master")
+
+
+def test_a_sentinel_down_changes_nothing(ha):
+    cache = ha_cache(ha, FAILOVER_TIMEOUT=10)
+    key = key_on(cache, "shard1")
+    cache.set(key, 1)
+    shard = cache._router.shards["shard1"]
+    watched = shard.monitor.sentinels[0]
+    ha.kill(next(n.name for n in ha.nodes() if (n.host, n.port) == watched))
+    old = shard.current_master().address
+    ha.kill("shard1-master")  # two sentinels are still a quorum
+    cache.set(key, 2)
+    assert shard.master.address != old
+    assert cache.get(key) == 2
+
+
+def test_failover_drops_the_near_cache_of_that_shard(ha):
+    cache = ha_cache(ha, NEAR_CACHE=True, FAILOVER_TIMEOUT=10)
+    key = key_on(cache, "shard0")
+    other = key_on(cache, "shard1")
+    cache._router.bus.listen()
+    assert cache._router.near.wait_trusted(5)
+    cache.set_many({key: "a", other: "b"})
+    cache.get_many([key, other])
+    near = cache._router.near
+    assert near.get(cache.make_key(key)) is not None
+    ha.kill("shard0-master")
+    cache.set(key, "after")  # waits for the promotion
+    assert near.get(cache.make_key(other)) == near.get(cache.make_key(other))  # untouched
+    assert cache.get(key) == "after"
+    assert until(lambda: near.trusted("shard0"))  # listening on the new master
+    assert near.stats.resubscribe_flushes >= 1
+
+
+def test_wait_for_replicas(ha):
+    cache = ha_cache(ha, WAIT_REPLICAS=1, WAIT_TIMEOUT=0.2)
+    key = key_on(cache, "shard0")
+    cache.set(key, "replicated")
+    ha.stop("shard0-replica1")
+    with pytest.raises(NotReplicated, match="0 of 1"):
+        cache.set(key, "not replicated")
+    with wait_for_replicas(0):
+        cache.set(key, "fine without")
+    assert cache.get(key) == "fine without"
+
+
+def test_fail_open_whole_shard_down(ha):
+    cache = ha_cache(ha, FAIL_OPEN=True, FAILOVER_TIMEOUT=0)
+    down, up = key_on(cache, "shard0"), key_on(cache, "shard1")
+    cache.set_many({down: 1, up: 2})
+    ha.kill("shard0-replica1")
+    ha.kill("shard0-master")
+    assert cache.get(down, "default") == "default"
+    assert cache.get_many([down, up]) == {up: 2}
+    assert cache.has_key(down) is False
+    assert cache.set(down, 3) is None
+    assert cache.add(down, 3) is False
+    assert cache.delete(down) is False
+    assert cache.touch(down) is False
+    assert cache.set_many({down: 4, up: 5}) == [down]
+    assert cache.get(up) == 5
+    with pytest.raises(ValueError):
+        cache.incr(down)
+    assert cache.clear() is False
