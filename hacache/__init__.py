@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["HACache"]
+__all__ = ["HACache", "wait_for_replicas"]
 __version__ = "0.1.0"
 
 
@@ -17,4 +17,8 @@ def __getattr__(name: str) -> Any:
         from hacache.backend import HACache
 
         return HACache
+    if name == "wait_for_replicas":
+        from hacache.ops import wait_for_replicas
+
+        return wait_for_replicas
     raise AttributeError(f"module 'hacache' has no attribute {name!r}")
