@@ -6,6 +6,7 @@ These tests stop and pause real servers, so they get a topology of their own.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -151,3 +152,32 @@ async def test_restarted_shard_async(two_shards, faulty):
     assert await faulty.aget(key) is None
     await faulty.aset(key, 5)
     assert await faulty.aincr(key) == 6
+
+
+def test_ejected_shard_keys_move_to_the_others_and_come_back(two_shards):
+    cache = make_cache(
+        cache_params(
+            two_shards,
+            EJECT_DEAD_SHARDS=True,
+            EJECT_SECONDS=1,
+            BREAKER_THRESHOLD=1,
+            SOCKET_TIMEOUT=0.3,
+        )
+    )
+    key = key_on(cache, "shard0", "e")
+    cache.set(key, "on shard0")
+    two_shards.kill("shard0-master")
+    try:
+        with pytest.raises(redis.ConnectionError):
+            cache.get(key)  # the failure that opens the breaker and ejects the shard
+        assert cache._router.shard_for(cache.make_key(key)).name == "shard1"
+        assert cache.get(key) is None  # served by shard1 now: a miss, not an error
+        cache.set(key, "on shard1")
+        assert cache.get(key) == "on shard1"
+        assert cache.get_many([key]) == {key: "on shard1"}
+    finally:
+        two_shards.start("shard0-master")
+    time.sleep(1.1)  # EJECT_SECONDS over: the shard is tried again, and answers
+    cache.set(key, "back")
+    assert cache._router.shard_for(cache.make_key(key)).name == "shard0"
+    assert cache.get(key) == "back"
