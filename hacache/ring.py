@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from hashlib import md5
 
 DEFAULT_VNODES = 160
+MEMO_SIZE = 16_384  # keys whose placement is remembered (about 2 MB at most)
 KETAMA_POINTS_PER_SHARD = 160
 
 _UINT64 = struct.Struct(">Q")
@@ -84,7 +85,7 @@ def hash_tag(key: str) -> str:
 class HashRing:
     """An immutable ring: build a new one to add or remove shards."""
 
-    __slots__ = ("_hash", "_hash_tags", "_owners", "_points", "weights")
+    __slots__ = ("_hash", "_hash_tags", "_memo", "_owners", "_points", "weights")
 
     def __init__(
         self,
@@ -124,6 +125,8 @@ class HashRing:
         self._points = [p for p, _ in pairs]
         self._owners = [n for _, n in pairs]
         self._hash_tags = hash_tags
+        # Hashing costs most of a lookup; hot keys repeat. Emptied when full: no LRU upkeep.
+        self._memo: dict[str, str] = {}
 
     def __len__(self) -> int:
         return len(self.weights)
@@ -135,7 +138,11 @@ class HashRing:
 
     def node_for(self, key: str) -> str:
         """The shard that owns ``key``: the first point at or after its hash, wrapping round."""
-        if self._hash_tags:
-            key = hash_tag(key)
-        i = bisect_left(self._points, self._hash(key.encode()))
-        return self._owners[i if i < len(self._points) else 0]
+        node = self._memo.get(key)
+        if node is None:
+            i = bisect_left(self._points, self.key_hash(key))
+            node = self._owners[i if i < len(self._points) else 0]
+            if len(self._memo) >= MEMO_SIZE:
+                self._memo.clear()
+            self._memo[key] = node
+        return node
