@@ -7,7 +7,8 @@ unchanged over a single server, the sharded ring, the ketama ring and the near-c
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -80,3 +81,22 @@ def hacache_caches(settings: Any, topology: Topology) -> dict:
     caches = {"default": cache_params(topology, "sharded")}
     settings.CACHES = caches
     return caches
+
+
+def key_on(cache: Any, shard: str, prefix: str = "k") -> str:
+    """A key (before prefix and version) that the ring puts on the given shard."""
+    return next(
+        f"{prefix}{i}"
+        for i in range(10_000)
+        if cache._router.ring.node_for(cache.make_key(f"{prefix}{i}")) == shard
+    )
+
+
+def until(predicate: Callable[[], bool], timeout: float) -> bool:
+    """Poll until ``predicate`` holds; ``timeout`` only keeps a failing test from hanging."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return predicate()

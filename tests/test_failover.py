@@ -8,8 +8,8 @@ report (``benchmarks/failover.py``) measures that.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -17,7 +17,8 @@ import redis
 
 from hacache.ops import NotReplicated, wait_for_replicas
 from hacache.topology import Topology
-from tests.conftest import make_cache
+from tests.conftest import key_on, make_cache
+from tests.conftest import until as _until
 
 PATIENCE = 15.0  # seconds: generous bounds on waits that normally take well under two
 
@@ -41,26 +42,12 @@ def ha(request, tmp_path) -> Iterator[Topology]:
         topo.down()
 
 
+until = partial(_until, timeout=PATIENCE)
+
+
 def ha_cache(topo: Topology, **options: Any) -> Any:
     params = {**topo.caches_setting(**options)["default"], "KEY_PREFIX": "ha"}
     return make_cache(params)
-
-
-def key_on(cache, shard: str, prefix: str = "k") -> str:
-    return next(
-        f"{prefix}{i}"
-        for i in range(10_000)
-        if cache._router.ring.node_for(cache.make_key(f"{prefix}{i}")) == shard
-    )
-
-
-def until(predicate, timeout: float = PATIENCE) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 def test_shards_are_found_through_sentinel(ha):

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from hacache.topology import Topology
-from tests.conftest import cache_params, make_cache
+from tests.conftest import cache_params, key_on, make_cache
 
 # A call that has not returned within this long is hung: far beyond any configured timeout.
 HANG = 10.0
@@ -33,15 +33,6 @@ def two_shards(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
 @pytest.fixture
 def faulty(two_shards):
     return make_cache(cache_params(two_shards, SOCKET_TIMEOUT=0.3, SOCKET_CONNECT_TIMEOUT=0.3))
-
-
-def key_on(cache, shard: str, prefix: str = "k") -> str:
-    """A key the ring puts on the given shard."""
-    return next(
-        f"{prefix}{i}"
-        for i in range(10_000)
-        if cache._router.ring.node_for(cache.make_key(f"{prefix}{i}")) == shard
-    )
 
 
 def outcome(fn, *args) -> tuple[str, Any]:
