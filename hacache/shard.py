@@ -79,6 +79,7 @@ class Shard:
             if endpoint is self.master:
                 return
             old, self.master = self.master, endpoint
+            endpoint.breaker.success()  # Sentinel vouches for it: forget its old failures
             self.generation += 1
             self._changed.notify_all()
         if old is not None:

@@ -62,6 +62,8 @@ class Recorder:
         self.failure_kinds: Counter[str] = Counter()
         self.checks: Counter[str] = Counter()
         self.cpu_warnings = 0
+        self.warmup_failures = 0
+        self.warmup_failure_kinds: Counter[str] = Counter()
 
     def start(self) -> None:
         """Drop everything seen so far (the warm-up) and start the measured window."""
@@ -80,14 +82,17 @@ class Recorder:
         exception: BaseException | None = None,
         **_: Any,
     ) -> None:
+        if exception is not None:
+            kind = f"{request_type} {name}: {type(exception).__name__}: {exception}"
         if not self.measuring:
+            if exception is not None:  # not measured, but never hidden
+                self.warmup_failures += 1
+                self.warmup_failure_kinds[kind] += 1
             return
         self.times[(request_type, name)].append(response_time)
         if exception is not None:
             self.failures[(request_type, name)] += 1
-            self.failure_kinds[
-                f"{request_type} {name}: {type(exception).__name__}: {exception}"
-            ] += 1
+            self.failure_kinds[kind] += 1
 
     def check(self, name: str, n: int = 1) -> None:
         if self.measuring:
@@ -110,6 +115,8 @@ class Recorder:
             "total": _describe(everything, sum(self.failures.values()), window),
             "endpoints": endpoints,
             "failure_kinds": dict(self.failure_kinds.most_common(20)),
+            "warmup_failures": self.warmup_failures,
+            "warmup_failure_kinds": dict(self.warmup_failure_kinds.most_common(20)),
             "checks": dict(self.checks),
             "cpu_warning": bool(runner and runner.cpu_warning_emitted) or self.cpu_warnings > 0,
             "cpu_warning_samples": self.cpu_warnings,

@@ -60,9 +60,10 @@ def _ratio(a: float, b: float) -> float:
 
 def _combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Several rounds of one back-end as one: medians of rates and percentiles, sums of counts."""
-    if len(runs) == 1:
-        return runs[0]
     out = dict(runs[-1])
+    out["usage_row"] = _combine_usage([_usage_row(r) for r in runs])
+    if len(runs) == 1:
+        return out
     out["total"] = _combine_stats([r["total"] for r in runs])
     names = {name for r in runs for name in r["endpoints"]}
     out["endpoints"] = {
@@ -73,6 +74,7 @@ def _combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
         for key, value in r["checks"].items():
             checks[key] = checks.get(key, 0) + value
     out["checks"] = checks
+    out["warmup_failures"] = sum(r.get("warmup_failures", 0) for r in runs)
     out["problems"] = [p for r in runs for p in r["problems"]]
     out["server_errors"] = [e for r in runs for e in r["server_errors"]]
     out["cpu_warning"] = any(r["cpu_warning"] for r in runs)
@@ -89,21 +91,37 @@ def _combine_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
     return combined
 
 
+def _combine_usage(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    if len(rows) == 1:
+        return rows[0]
+    out: dict[str, Any] = {k: _median(r[k] for r in rows) for k in rows[0] if k != "shard_share"}
+    shards = {k for r in rows for k in r["shard_share"]}
+    out["shard_share"] = {k: _median(r["shard_share"].get(k, 0.0) for r in rows) for k in shards}
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
+
+
 def _usage_row(result: dict[str, Any]) -> dict[str, Any]:
+    """CPU per party and Redis work, from one round's samples.
+
+    ``server_us_per_request`` (gunicorn + Redis CPU per request served) is the cost of a request
+    to the servers, independent of how much CPU the load generator took.
+    """
     usage = result.get("usage") or {}
     cpu = usage.get("cpu_cores", {})
     shards = usage.get("shards", {})
     commands = sum(s["commands"] for s in shards.values())
-    requests = result["total"]["requests"]
     window = usage.get("to", 0) - usage.get("from", 0)
-    measured = result.get("measured_seconds") or 0
-    # Redis counters cover the sampler's bracket, slightly wider than the measured window.
-    rate = requests / measured if measured else 0
+    rate = result["total"]["rps"]
+    server = (cpu["gunicorn"] + cpu["redis"]) if "gunicorn" in cpu and "redis" in cpu else None
     return {
         "cpu_locust": cpu.get("locust"),
         "cpu_gunicorn": cpu.get("gunicorn"),
         "cpu_redis": cpu.get("redis"),
+        "cpu_runner": cpu.get("runner"),
+        "cpu_other": cpu.get("other"),
         "machine_busy": usage.get("machine_busy"),
+        "server_us_per_request": 1e6 * server / rate if server is not None and rate else None,
+        # Redis counters cover the sampler's bracket, a little wider than the measured window.
         "redis_commands_per_request": (commands / window) / rate if window and rate else None,
         "shard_share": {k: v["commands"] / commands for k, v in shards.items()} if commands else {},
     }
@@ -170,7 +188,7 @@ def head_to_head(backends: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             "session_stale": checks.get("session_stale", 0),
             "server_errors": len(result["server_errors"]),
             "cpu_warning": bool(result["cpu_warning"] or result["locust_log_cpu_warning"]),
-            **_usage_row(result),
+            **result["usage_row"],
         }
         rows.append(row)
     return rows
@@ -229,15 +247,21 @@ def targets(backends: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 "met": not losses,
             }
         )
-    errors = {
+    steady = {
         name: (b["total"]["failures"], len(b["server_errors"])) for name, b in backends.items()
     }
-    bad = {name: e for name, e in errors.items() if any(e)}
+    bad = {name: e for name, e in steady.items() if any(e)}
+    warmup = {
+        n: b.get("warmup_failures", 0) for n, b in backends.items() if b.get("warmup_failures")
+    }
+    value = ", ".join(f"{n}: {f} failed, {e} log errors" for n, (f, e) in bad.items())
+    value = value or "none on any back-end"
+    if warmup:
+        value += "; during the warm-up: " + ", ".join(f"{n} {f} failed" for n, f in warmup.items())
     found.append(
         {
-            "target": "no errors in steady state (failed requests or server error lines)",
-            "value": ", ".join(f"{n}: {f} failed, {s} log errors" for n, (f, s) in bad.items())
-            or "none on any back-end",
+            "target": "no errors in steady state (failed requests, server error lines)",
+            "value": value,
             "met": not bad,
         }
     )
@@ -268,7 +292,8 @@ def _grid(header: list[str], rows: list[list[str]], right: Iterable[int] = ()) -
 
     def line(cells: list[str]) -> str:
         return "  ".join(
-            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         ).rstrip()
 
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
@@ -289,30 +314,46 @@ def _table_cells(row: dict[str, Any]) -> list[str]:
 TABLE_HEADER = ["req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "req/s vs Django", "p99 vs Django"]
 
 
+USAGE_HEADER = [
+    "gunicorn",
+    "Redis",
+    "locust",
+    "other",
+    "busy",
+    "server µs/req",
+    "Redis cmds/req",
+    "item hits",
+    "stale sessions",
+]
+
+
+def _pct(value: float | None, spec: str = ".0f") -> str:
+    return _fmt(None if value is None else 100 * value, spec, "%")
+
+
+def usage_cells(row: dict[str, Any]) -> list[str]:
+    return [
+        _fmt(row["cpu_gunicorn"], ".2f"),
+        _fmt(row["cpu_redis"], ".2f"),
+        _fmt(row["cpu_locust"], ".2f"),
+        _fmt(row["cpu_other"], ".2f"),
+        _pct(row["machine_busy"]),
+        _fmt(row["server_us_per_request"], ",.0f"),
+        _fmt(row["redis_commands_per_request"], ".2f"),
+        _pct(row["item_hit_ratio"], ".1f"),
+        f"{row['session_stale']} of {row['session_checks']:,}",
+    ]
+
+
 def text_report(summary: dict[str, Any]) -> str:
     """What run.py prints at the end."""
     rows = [[r["backend"], *_table_cells(r)] for r in summary["table"]]
     parts = [_grid(["backend", *TABLE_HEADER], rows, right=range(1, 8))]
-    usage = [
-        [
-            r["backend"],
-            _fmt(r["cpu_gunicorn"], ".2f"),
-            _fmt(r["cpu_redis"], ".2f"),
-            _fmt(r["cpu_locust"], ".2f"),
-            _fmt(100 * r["machine_busy"] if r["machine_busy"] is not None else None, ".0f", "%"),
-            _fmt(r["redis_commands_per_request"], ".2f"),
-            _fmt(
-                100 * r["item_hit_ratio"] if r["item_hit_ratio"] is not None else None, ".1f", "%"
-            ),
-            f"{r['session_stale']}/{r['session_checks']}",
-        ]
-        for r in summary["table"]
-    ]
-    header = ["backend", "gunicorn", "redis", "locust", "busy", "redis cmds/req", "item hits"]
+    usage = [[r["backend"], *usage_cells(r)] for r in summary["table"]]
     parts.append(
-        "\nCPU in cores (of "
-        f"{summary['machine'].get('cpu_count')}), Redis commands per request, checks:\n"
-        + _grid([*header, "stale sessions"], usage, right=range(1, 8))
+        f"\nCPU in cores (of {summary['machine'].get('cpu_count')}), server CPU and Redis "
+        "commands per request, checks:\n"
+        + _grid(["backend", *USAGE_HEADER], usage, right=range(1, len(USAGE_HEADER) + 1))
     )
     if summary["cpu_warning"]:
         parts.append(
@@ -355,7 +396,7 @@ def plot(summary: dict[str, Any], out_dir: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(7, 2.8), dpi=100)
     ypos = range(len(rows))[::-1]
     bars = ax.barh(list(ypos), [r["rps"] for r in rows], color=colours)
-    for bar, row in zip(bars, rows):
+    for bar, row in zip(bars, rows, strict=True):
         ratio = row["rps_vs_django"]
         note = f" {row['rps']:,.0f}/s" + (f"  ({ratio:.2f}x Django)" if ratio else "")
         ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, note, va="center", fontsize=8)
@@ -469,8 +510,9 @@ def _micro_sections() -> list[str]:
             ],
             [
                 f"write in one process → eviction in another ({d.get('writes')} writes)",
-                f"p50 {_fmt(d.get('delay_ms_p50'), '.2f')} ms, p99 "
-                f"{_fmt(d.get('delay_ms_p99'), '.2f')} ms, max {_fmt(d.get('delay_ms_max'), '.1f')} ms",
+                f"p50 {_fmt(d.get('delay_ms_p50'), '.2f')} ms, "
+                f"p99 {_fmt(d.get('delay_ms_p99'), '.2f')} ms, "
+                f"max {_fmt(d.get('delay_ms_max'), '.1f')} ms",
             ],
         ]
         lines += [
@@ -523,7 +565,7 @@ def markdown(summary: dict[str, Any], plots: list[Path]) -> str:
         *_md_table(
             ["", ""],
             [
-                ["CPU", f"{m.get('cpu_count')} × {m.get('cpu_model')}"],
+                ["CPU", f"{m.get('cpu_count')} x {m.get('cpu_model')}"],
                 ["memory", f"{m.get('memory_gb')} GB"],
                 ["OS", str(m.get("platform"))],
                 ["Python", str(m.get("python"))],
@@ -599,43 +641,21 @@ def markdown(summary: dict[str, Any], plots: list[Path]) -> str:
         "all shards processed (pub/sub and heartbeats included).",
         "",
     ]
-    usage_rows = []
-    for r in rows:
-        share = ", ".join(f"{100 * v:.0f}%" for _, v in sorted(r["shard_share"].items()))
-        usage_rows.append(
-            [
-                r["label"],
-                _fmt(r["cpu_gunicorn"], ".2f"),
-                _fmt(r["cpu_redis"], ".2f"),
-                _fmt(r["cpu_locust"], ".2f"),
-                _fmt(
-                    100 * r["machine_busy"] if r["machine_busy"] is not None else None, ".0f", "%"
-                ),
-                _fmt(r["redis_commands_per_request"], ".2f"),
-                share or "-",
-                _fmt(
-                    100 * r["item_hit_ratio"] if r["item_hit_ratio"] is not None else None,
-                    ".1f",
-                    "%",
-                ),
-                f"{r['session_stale']} of {r['session_checks']:,}",
-            ]
-        )
+    usage_rows = [
+        [
+            r["label"],
+            *usage_cells(r),
+            " / ".join(f"{100 * v:.0f}%" for _, v in sorted(r["shard_share"].items())) or "-",
+        ]
+        for r in rows
+    ]
     lines += [
-        *_md_table(
-            [
-                "back-end",
-                "gunicorn",
-                "Redis",
-                "locust",
-                "busy",
-                "Redis cmds/request",
-                "commands per shard",
-                "item reads that hit",
-                "stale session reads",
-            ],
-            usage_rows,
-        ),
+        *_md_table(["back-end", *USAGE_HEADER, "Redis commands per shard"], usage_rows),
+        "",
+        "`other` is CPU used by processes outside the test (the machine is shared): when it is "
+        "high, compare that run's ratios with care. `server µs/req` is the CPU gunicorn and "
+        "Redis spent per request served, the cost of a request independent of the load "
+        "generator's share.",
         "",
         "A stale session read is a `/session/` response whose counter did not go up by one: the "
         "visitor's previous request, served by another gunicorn worker, had stored a newer "

@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import csv
 import json
+import math
 import os
 import platform
 import signal
@@ -202,10 +203,12 @@ def wait_healthy(server: Child, url: str) -> bool:
     """Poll /health/ (a cache set + get) until it answers 200, or the server dies."""
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline and server.alive():
-        with contextlib.suppress(OSError, urllib.error.URLError):
-            with urllib.request.urlopen(f"{url}/health/", timeout=2) as response:
-                if response.status == 200:
-                    return True
+        with (
+            contextlib.suppress(OSError, urllib.error.URLError),
+            urllib.request.urlopen(f"{url}/health/", timeout=2) as response,
+        ):
+            if response.status == 200:
+                return True
         time.sleep(0.2)
     return False
 
@@ -288,6 +291,8 @@ def window_usage(samples: list[dict[str, Any]], start: float, end: float) -> dic
     cpu = {p: max(b["cpu"][p] - a["cpu"].get(p, 0.0), 0.0) / wall for p in b["cpu"]}
     busy = b["busy"] - a["busy"]
     idle = b["idle"] - a["idle"]
+    # Whatever else ran on the machine meanwhile (other users' jobs): the noise indicator.
+    cpu["other"] = max(busy / wall - sum(cpu.values()), 0.0)
     shards = {}
     for name in b["shards"]:
         if name not in a["shards"]:
@@ -366,8 +371,10 @@ def run_backend(
     env = child_env(caches_file)
 
     prefill = subprocess.run(
-        [sys.executable, "-m", "loadtests.prefill", "--keys", str(settings.key_space)]
-        + ["--value-bytes", str(settings.value_bytes)],
+        [
+            *(sys.executable, "-m", "loadtests.prefill"),
+            *("--keys", str(settings.key_space), "--value-bytes", str(settings.value_bytes)),
+        ],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -393,14 +400,14 @@ def run_backend(
     try:
         server, url = start_gunicorn(out, settings.workers, env)
         stats_file = out / "stats.json"
-        run_time = settings.warmup + settings.duration
+        run_time = math.ceil(settings.warmup + settings.duration)  # locust takes whole seconds
         locust = Child(
             "locust",
             [
                 sys.executable,
                 *("-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", url),
                 *("--users", str(settings.users), "--spawn-rate", str(settings.spawn_rate)),
-                *("--run-time", f"{run_time:g}s", "--stop-timeout", "2"),
+                *("--run-time", f"{run_time}s", "--stop-timeout", "2"),
                 *("--csv", str(out / "locust"), "--html", str(out / "locust.html")),
                 *("--only-summary", "--exit-code-on-error", "0"),
                 *("--key-space", str(settings.key_space), "--zipf-s", str(settings.zipf_s)),
@@ -416,6 +423,7 @@ def run_backend(
             "locust": group_pids(locust),
             "gunicorn": group_pids(server),
             "redis": lambda: redis_pids,
+            "runner": lambda: [os.getpid()],  # this script and its sampler
         }
         sampler = Sampler(parties, shard_clients)
         sampler.start()
@@ -630,7 +638,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{len(settings.backends)} back-end(s) x {settings.rounds} round(s): "
         f"{settings.users} users, {settings.workers} gunicorn workers, "
-        f"{settings.warmup:g} s warm-up + {settings.duration:g} s measured; results in {results_dir}",
+        f"{settings.warmup:g} s warm-up + {settings.duration:g} s measured each; "
+        f"results in {results_dir}",
         flush=True,
     )
     try:

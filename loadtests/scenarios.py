@@ -57,6 +57,8 @@ class Scenario:
             found.append("served no requests")
         if total["failures"]:
             found.append(f"{total['failures']} failed requests")
+        if result.get("warmup_failures"):
+            found.append(f"{result['warmup_failures']} failed requests during the warm-up")
         if result["server_errors"]:
             found.append(f"{len(result['server_errors'])} error lines in the gunicorn log")
         return found

@@ -62,12 +62,13 @@ def run_quick(results: Path) -> tuple[int, str]:
 
 
 def leftovers(marker: str) -> list[str]:
-    """Processes still running whose command line or working directory mentions ``marker``."""
+    """Live processes whose command line, directory or open files (a log) mention ``marker``."""
     found = []
-    for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
+    for proc in psutil.process_iter(["pid", "cmdline", "cwd", "open_files"]):
         info = proc.info
-        text = " ".join(info.get("cmdline") or []) + " " + (info.get("cwd") or "")
-        if marker in text and proc.pid != os.getpid():
+        files = " ".join(f.path for f in info.get("open_files") or [])
+        text = " ".join([*(info.get("cmdline") or []), info.get("cwd") or "", files])
+        if marker in text and proc.pid != os.getpid() and proc.status() != psutil.STATUS_ZOMBIE:
             found.append(f"{info['pid']}: {text.strip()}")
     return found
 
