@@ -39,7 +39,8 @@ class Breaker:
             self.failures = 0
             self.opened_at = None
 
-    def failure(self) -> None:
-        self.failures += 1
+    def failure(self, certain: bool = False) -> None:
+        """``certain``: the failure leaves no doubt (nothing listens): open at once."""
+        self.failures = self.threshold if certain else self.failures + 1
         if self.failures >= self.threshold:
             self.opened_at = monotonic()

@@ -47,6 +47,11 @@ def _is_stale(pending: Pending, error: RedisError | None) -> bool:
     )
 
 
+def _refused(error: BaseException) -> bool:
+    """Nothing listens at the address: no point in trying it again before the cooldown."""
+    return isinstance(error.__context__, ConnectionRefusedError)
+
+
 def _read_only(replies: Replies) -> RedisError | None:
     """A READONLY reply: this server is no longer the master and wrote nothing."""
     if replies and isinstance(replies[-1], ResponseError):
@@ -168,7 +173,7 @@ class Endpoint:
                 return self.finish(self.start(pending.commands)._replace(reused=False))
         assert error is not None
         if not isinstance(error, BreakerOpen):
-            self.breaker.failure()
+            self.breaker.failure(_refused(error))
         raise error
 
     def call(self, commands: list[Command], idempotent: bool = True) -> Replies:
@@ -242,7 +247,7 @@ class Endpoint:
                 return await self.afinish(fresh)
         assert error is not None
         if not isinstance(error, BreakerOpen):
-            self.breaker.failure()
+            self.breaker.failure(_refused(error))
         raise error
 
     async def acall(self, commands: list[Command], idempotent: bool = True) -> Replies:

@@ -221,7 +221,8 @@ SCHEMA: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
 
 def split_location(location: Any) -> list[str]:
     if isinstance(location, str):
-        urls = [u.strip() for u in re.split("[;,]", location)]
+        # Split where the next URL starts: a sentinel:// URL lists its hosts with commas.
+        urls = [u.strip() for u in re.split(r"[;,]\s*(?=[a-z]+://)", location)]
     elif isinstance(location, (list, tuple)) and all(isinstance(u, str) for u in location):
         urls = [u.strip() for u in location]
     else:

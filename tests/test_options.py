@@ -65,6 +65,11 @@ def test_password_never_appears_in_errors():
 
 
 def test_location_forms():
+    sentinel = "sentinel://s1:26379,s2:26379/svc/1"
+    both = parse_options(f"redis://a:1/2,{sentinel};{sentinel.replace('svc', 'other')}", None)
+    assert [s.name for s in both.shards] == ["a:1", "svc", "other"]
+    assert both.shards[1].sentinels == (("s1", 26379), ("s2", 26379))
+    assert both.shards[1].connection_kwargs["db"] == 1
     one = parse_options("redis://a:1/2, redis://b:2;unix:///tmp/r.sock?db=3", None)
     assert [s.name for s in one.shards] == ["a:1", "b:2", "/tmp/r.sock"]
     assert one.shards[0].connection_kwargs["db"] == 2
