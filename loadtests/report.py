@@ -77,6 +77,12 @@ def _combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out["warmup_failures"] = sum(r.get("warmup_failures", 0) for r in runs)
     out["problems"] = [p for r in runs for p in r["problems"]]
     out["server_errors"] = [e for r in runs for e in r["server_errors"]]
+    out["warmup_server_errors"] = [e for r in runs for e in r.get("warmup_server_errors", [])]
+    exceptions: dict[str, int] = {}
+    for r in runs:
+        for line, count in (r.get("server_exceptions") or {}).items():
+            exceptions[line] = exceptions.get(line, 0) + count
+    out["server_exceptions"] = exceptions
     out["cpu_warning"] = any(r["cpu_warning"] for r in runs)
     out["locust_log_cpu_warning"] = any(r["locust_log_cpu_warning"] for r in runs)
     return out
@@ -594,7 +600,7 @@ def markdown(summary: dict[str, Any], plots: list[Path]) -> str:
         "",
         "## Load test: the demo site, head to head",
         "",
-        f"{summary['scenario']['description'].capitalize()}. Back-ends, one after the other on "
+        f"{_sentence(summary['scenario']['description'])}. Back-ends, one after the other on "
         "the same servers (flushed in between), each with a fresh gunicorn:",
         "",
         *[
@@ -664,18 +670,8 @@ def markdown(summary: dict[str, Any], plots: list[Path]) -> str:
         "counted, not failed.",
         "",
     ]
-    if summary["cpu_warning"]:
-        lines += [
-            "**locust reported CPU above 90%** in at least one run: the load generator was "
-            "saturated, so the numbers understate the server side. Use fewer users.",
-            "",
-        ]
-    else:
-        lines += [
-            "locust never reported its CPU-above-90% warning: the load generator kept up. The "
-            "defaults (users, workers) were chosen so on 2 cores.",
-            "",
-        ]
+    lines += _load_notes(summary)
+    lines += _failure_notes(summary)
     lines += ["### Targets", ""]
     lines += [
         f"- **{'met' if t['met'] else 'NOT met'}**: {t['target']}. Measured: {t['value']}."
@@ -687,6 +683,73 @@ def markdown(summary: dict[str, Any], plots: list[Path]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _load_notes(summary: dict[str, Any]) -> list[str]:
+    """Sentences computed from the run: the load generator, noise, and why ratios shrink."""
+    rows = {r["backend"]: r for r in summary["table"]}
+    max_noise = summary["settings"].get("max_noise", 0.25)
+    lines = []
+    if summary["cpu_warning"]:
+        lines.append(
+            "**locust reported CPU above 90%** in at least one measurement: the load generator "
+            "was a bottleneck there, so those numbers understate the servers. Use fewer users."
+        )
+    else:
+        top = max((r["cpu_locust"] or 0.0) for r in rows.values())
+        lines.append(
+            "locust never reported its CPU-above-90% warning (its busiest measurement used "
+            f"{top:.2f} of a core): the load generator was not the bottleneck."
+        )
+    noisy = [r for r in rows.values() if (r["cpu_other"] or 0.0) > max_noise]
+    if noisy:
+        lines.append(
+            "**Noisy measurements**: other processes used "
+            + ", ".join(f"{r['cpu_other']:.2f} cores during {r['label']}" for r in noisy)
+            + f" (over the {max_noise:g}-core bar, even after a retry): read those rows with care."
+        )
+    else:
+        lines.append(
+            f"Other processes used at most {max_noise:g} cores during every measurement "
+            "(noisier measurements are retried once, chosen by that noise alone)."
+        )
+    base, near = rows.get(BASELINE), rows.get(NEAR)
+    if base and near and base["server_us_per_request"] and near["server_us_per_request"]:
+        locust_us = 1e6 * near["cpu_locust"] / near["rps"] if near["cpu_locust"] else None
+        lines.append(
+            "Why the site-level ratios are smaller than the micro-benchmarks': per request "
+            f"served, gunicorn and Redis used {base['server_us_per_request']:,.0f} µs of CPU "
+            f"with Django's RedisCache and {near['server_us_per_request']:,.0f} µs with hacache "
+            f"+ near-cache ({base['server_us_per_request'] / near['server_us_per_request']:.2f}x "
+            "less), but most of that is Django's and gunicorn's own work per request "
+            "(middleware, URL routing, a new TCP connection per request with sync workers), "
+            "which no cache back-end changes"
+            + (
+                f", and locust needed another {locust_us:,.0f} µs per request on the same cores"
+                if locust_us
+                else ""
+            )
+            + ". A cache call is a small share of a request here; the micro-benchmarks below "
+            "measure the calls alone."
+        )
+    return [line for text in lines for line in (text, "")]
+
+
+def _failure_notes(summary: dict[str, Any]) -> list[str]:
+    """What failed, per back-end, including the warm-up (not measured, but never hidden)."""
+    lines = []
+    for name, result in summary["backends"].items():
+        for when, kinds in (
+            ("measured", result.get("failure_kinds") or {}),
+            ("warm-up", result.get("warmup_failure_kinds") or {}),
+        ):
+            for kind, count in list(kinds.items())[:5]:
+                lines.append(f"- {name}, {when}: {count} x `{kind}`")
+        for exception, count in list((result.get("server_exceptions") or {}).items())[:5]:
+            lines.append(f"- {name}, in the gunicorn log: {count} x `{exception}`")
+    if not lines:
+        return []
+    return ["Failed requests:", "", *lines, ""]
+
+
 def _zipf_note(summary: dict[str, Any]) -> str:
     for result in summary["backends"].values():
         shares = result.get("zipf_top_share") or {}
@@ -696,6 +759,10 @@ def _zipf_note(summary: dict[str, Any]) -> str:
                 f"{100 * shares['100']:.0f}%"
             )
     return ""
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _loads(values: list[float] | None) -> str:

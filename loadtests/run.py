@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Head-to-head load test of the demo site on each cache back-end, end to end, in one command.
 
-    python loadtests/run.py                      # all four back-ends, 60 s each
+    python loadtests/run.py                      # all four back-ends, 2 rounds x 30 s each
     python loadtests/run.py --quick              # smoke: 2 back-ends x 5 s
     python loadtests/run.py --backend hacache-near --backend django --users 16 --duration 30
     python loadtests/run.py --report             # ... and regenerate BENCHMARKS.md and the plots
@@ -32,6 +32,7 @@ import json
 import math
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -64,13 +65,17 @@ LOCUSTFILE = REPO / "loadtests" / "locustfile.py"
 # Defaults sized for a 2-core machine that runs Redis, gunicorn and locust at once: enough
 # concurrency to keep every gunicorn worker busy, not so much that locust (one process, one
 # core at most) becomes the bottleneck. The report shows each party's CPU share.
+# Two rounds in opposite orders (ABCD, DCBA) so slow drift on a shared machine cancels out.
 FULL = {
     "backends": list(BACKENDS),
-    "users": 16,
-    "duration": 60.0,
+    "users": 12,
+    "duration": 30.0,
     "warmup": 5.0,
     "workers": 3,
+    "rounds": 2,
     "key_space": DEFAULTS["key_space"],
+    "quiet_wait": 120.0,
+    "noise_retries": 2,
 }
 QUICK = {
     "backends": ["hacache-near", "django"],
@@ -78,12 +83,19 @@ QUICK = {
     "duration": 5.0,
     "warmup": 1.5,
     "workers": 3,
+    "rounds": 1,
     "key_space": 2_000,
+    "quiet_wait": 0.0,
+    "noise_retries": 0,
 }
 SAMPLE_INTERVAL = 1.0
+QUIET_PROBE = 2.0  # seconds per idleness check before a back-end starts
+QUIET_BUSY = 0.15  # "quiet": at most this share of all cores busy (idle Redis is ~0)
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
-SERVER_ERROR_MARKERS = ("Traceback", "[ERROR]", "[CRITICAL]", "WORKER TIMEOUT", " ERROR ")
+SERVER_ERROR_MARKERS = ("[ERROR]", "[CRITICAL]", "WORKER TIMEOUT", " ERROR ")
+LOG_STAMP = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)")
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Warning|Exit)\b.*")
 
 
 class Interrupted(Exception):
@@ -108,6 +120,9 @@ class Settings:
     seed: int
     scenario: str
     quick: bool
+    quiet_wait: float = 0.0
+    max_noise: float = 0.25
+    noise_retries: int = 0
     spawn_rate: float = 0.0
     command: list[str] = field(default_factory=list)
 
@@ -181,7 +196,7 @@ def start_gunicorn(out: Path, workers: int, env: dict[str, str]) -> tuple[Child,
             "gunicorn",
             [
                 sys.executable,
-                *("-m", "gunicorn", "testproject.wsgi:application"),
+                *("-m", "gunicorn", "loadtests.wsgi:application"),
                 *("--bind", f"127.0.0.1:{port}", "--workers", str(workers)),
                 *("--worker-class", "sync", "--timeout", "30", "--graceful-timeout", "5"),
                 *("--log-level", "warning"),
@@ -319,12 +334,28 @@ def window_usage(samples: list[dict[str, Any]], start: float, end: float) -> dic
     }
 
 
-def server_errors(log: Path) -> list[str]:
-    """Lines of the gunicorn log that mean a request or a worker went wrong."""
+def server_errors(log: Path, measured_from: float) -> tuple[list[str], list[str], dict[str, int]]:
+    """Error lines of the gunicorn log (measured window, warm-up) and the exceptions behind them.
+
+    Lines carry local-time stamps (Django's and gunicorn's formats); one without a stamp counts
+    as measured, so nothing is excused by accident.
+    """
     if not log.exists():
-        return []
-    lines = log.read_text(errors="replace").splitlines()
-    return [line for line in lines if any(m in line for m in SERVER_ERROR_MARKERS)]
+        return [], [], {}
+    measured: list[str] = []
+    warmup: list[str] = []
+    exceptions: dict[str, int] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        if any(marker in line for marker in SERVER_ERROR_MARKERS):
+            stamp = LOG_STAMP.search(line)
+            when = (
+                time.mktime(time.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S")) if stamp else None
+            )
+            # Stamps have whole seconds: a line in the warm-up's last second counts as measured.
+            (warmup if when is not None and when + 1 <= measured_from else measured).append(line)
+        elif EXCEPTION_LINE.match(line):
+            exceptions[line] = exceptions.get(line, 0) + 1
+    return measured, warmup, exceptions
 
 
 def locust_aggregate(out: Path) -> dict[str, Any]:
@@ -367,7 +398,8 @@ def run_backend(
     out.mkdir(parents=True, exist_ok=True)
     flush(topology)
     caches_file = out / "caches.json"
-    caches_file.write_text(json.dumps(backend.caches(topology.master_urls()), indent=2) + "\n")
+    caches = backend.caches(scenario.shard_urls(topology))
+    caches_file.write_text(json.dumps(caches, indent=2) + "\n")
     env = child_env(caches_file)
 
     prefill = subprocess.run(
@@ -458,12 +490,15 @@ def run_backend(
     stats = json.loads(stats_file.read_text())
     samples = sampler.samples if sampler else []
     (out / "samples.json").write_text(json.dumps(samples) + "\n")
+    errors, warmup_errors, exceptions = server_errors(out / "gunicorn.log", stats["measured_from"])
     result: dict[str, Any] = {
         "backend": name,
         "caches": json.loads(caches_file.read_text()),
         **stats,
         "usage": window_usage(samples, stats["measured_from"], stats["measured_to"]),
-        "server_errors": server_errors(out / "gunicorn.log")[:50],
+        "server_errors": errors[:50],
+        "warmup_server_errors": warmup_errors[:50],
+        "server_exceptions": exceptions,
         "locust_aggregate": locust_aggregate(out),
         "locust_log_cpu_warning": "CPU usage above" in (out / "locust.log").read_text(),
         "scenario_timeline": timeline,
@@ -542,6 +577,51 @@ def signals_interrupt() -> Iterator[None]:
             signal.signal(sig, old)
 
 
+def wait_quiet(max_wait: float) -> float:
+    """Wait (up to ``max_wait`` s) until the rest of the machine is nearly idle.
+
+    The machine may be shared (other people's test suites): starting a back-end's run in the
+    middle of someone else's CPU burst would hand it a handicap the others did not get. Returns
+    the busy share of the last check.
+    """
+    deadline = time.monotonic() + max_wait
+    while True:
+        busy = psutil.cpu_percent(interval=QUIET_PROBE) / 100
+        if busy <= QUIET_BUSY or time.monotonic() >= deadline:
+            return busy
+        print(f"(machine {100 * busy:.0f}% busy with other work, waiting) ", end="", flush=True)
+
+
+def measure(
+    name: str, topology: Topology, settings: Settings, scenario: Scenario, out: Path, label: str
+) -> dict[str, Any]:
+    """Run one back-end; run it once more if other processes took CPU meanwhile.
+
+    The retry is decided by the other processes' CPU alone, never by the result, so it cannot
+    favour a back-end; the noisy attempt stays on disk and its noise is recorded.
+    """
+    attempts = []
+    for attempt in range(1 + settings.noise_retries):
+        where = out if attempt == 0 else out.with_name(f"{out.name}-retry{attempt}")
+        print(f"[round {label}/{settings.rounds}] {name}: ", end="", flush=True)
+        if settings.quiet_wait:
+            wait_quiet(settings.quiet_wait)
+        result = run_backend(name, topology, settings, scenario, where)
+        other = result["usage"].get("cpu_cores", {}).get("other", 0.0)
+        result["noise_cores"] = other
+        attempts.append(result)
+        noisy = other > settings.max_noise
+        print(
+            report.one_line(result) + (f" [noisy: other {other:.2f} cores]" if noisy else ""),
+            flush=True,
+        )
+        if not noisy:
+            break
+    best = min(attempts, key=lambda r: r["noise_cores"])
+    best["attempts"] = len(attempts)
+    return best
+
+
 def run(settings: Settings, results_dir: Path) -> dict[str, Any]:
     """Run every back-end (in ``rounds`` rounds, alternating order) on one topology."""
     scenario = SCENARIOS[settings.scenario]
@@ -557,11 +637,9 @@ def run(settings: Settings, results_dir: Path) -> dict[str, Any]:
                 results = []
                 for name in order:
                     sub = results_dir / (name if settings.rounds == 1 else f"round{r + 1}/{name}")
-                    print(f"[round {r + 1}/{settings.rounds}] {name}: ", end="", flush=True)
-                    result = run_backend(name, topology, settings, scenario, sub)
+                    result = measure(name, topology, settings, scenario, sub, f"{r + 1}")
                     result["round"] = r + 1
                     results.append(result)
-                    print(report.one_line(result), flush=True)
                 rounds.append(results)
         finally:
             topology.down()
@@ -585,10 +663,12 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, Path, bool]:
         help="back-end to test, repeatable (default: all; with --quick: hacache-near, django)",
     )
     parser.add_argument("--users", type=int, help=f"locust users (default {FULL['users']})")
-    parser.add_argument("--duration", type=float, help="measured seconds per back-end (60)")
+    parser.add_argument(
+        "--duration", type=float, help="measured seconds per back-end and round (30)"
+    )
     parser.add_argument("--warmup", type=float, help="unmeasured seconds first (5)")
     parser.add_argument("--workers", type=int, help=f"gunicorn workers ({FULL['workers']})")
-    parser.add_argument("--rounds", type=int, default=1, help="repeat all back-ends, alternating")
+    parser.add_argument("--rounds", type=int, help="repeat all back-ends, order reversed (2)")
     parser.add_argument("--key-space", type=int, help="item keys (10000; quick 2000)")
     parser.add_argument("--zipf-s", type=float, default=DEFAULTS["zipf_s"])
     parser.add_argument("--write-ratio", type=float, default=DEFAULTS["write_ratio"])
@@ -596,6 +676,20 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, Path, bool]:
     parser.add_argument("--fragments", type=int, default=DEFAULTS["fragments"])
     parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     parser.add_argument("--scenario", choices=list(SCENARIOS), default="steady")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        help="before each back-end, wait up to this many s for other load to stop (120; quick 0)",
+    )
+    parser.add_argument(
+        "--max-noise",
+        type=float,
+        default=0.25,
+        help="CPU cores other processes may use during a measurement before it is retried",
+    )
+    parser.add_argument(
+        "--noise-retries", type=int, help="retries of a noisy measurement (2; quick 0)"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: seconds, not minutes")
     parser.add_argument("--results-dir", type=Path, help="default loadtests/results/<timestamp>")
     parser.add_argument(
@@ -615,7 +709,7 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, Path, bool]:
         duration=pick("duration"),
         warmup=pick("warmup"),
         workers=pick("workers"),
-        rounds=args.rounds,
+        rounds=pick("rounds"),
         key_space=pick("key_space"),
         zipf_s=args.zipf_s,
         write_ratio=args.write_ratio,
@@ -624,6 +718,9 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, Path, bool]:
         seed=args.seed,
         scenario=args.scenario,
         quick=args.quick,
+        quiet_wait=pick("quiet_wait"),
+        max_noise=args.max_noise,
+        noise_retries=pick("noise_retries"),
         command=["python", "loadtests/run.py", *(sys.argv[1:] if argv is None else argv)],
     )
     if settings.users < 1 or settings.workers < 1 or settings.duration <= 0 or settings.rounds < 1:

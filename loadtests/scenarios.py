@@ -1,9 +1,11 @@
 """What happens to the Redis servers while locust runs: the hook for fault scenarios.
 
-``run.py --scenario NAME`` picks one of ``SCENARIOS``. A scenario decides three things, and the
+``run.py --scenario NAME`` picks one of ``SCENARIOS``. A scenario decides four things, and the
 runner asks it at fixed points of every back-end's run:
 
 * ``topology``: which servers to launch (a failover scenario adds replicas and Sentinels);
+* ``shard_urls``: the URLs every back-end's ``CACHES`` is built from (a failover scenario would
+  point hacache at the Sentinels);
 * ``during``: what to do to them while the load runs, in its own thread, with the measured
   window's timing (kill a master a third of the way in, say); it returns a timeline of what it
   did, stored with the results;
@@ -43,6 +45,10 @@ class Scenario:
     def topology(self, run_dir: Path) -> Topology:
         return Topology(run_dir, shards=SHARDS)
 
+    def shard_urls(self, topology: Topology) -> list[str]:
+        """One URL per shard, ``?name=`` included; back-ends that refuse it strip it."""
+        return topology.master_urls()
+
     def during(
         self, topology: Topology, window: Window, stop: threading.Event
     ) -> list[dict[str, Any]]:
@@ -61,6 +67,9 @@ class Scenario:
             found.append(f"{result['warmup_failures']} failed requests during the warm-up")
         if result["server_errors"]:
             found.append(f"{len(result['server_errors'])} error lines in the gunicorn log")
+        if result.get("warmup_server_errors"):
+            count = len(result["warmup_server_errors"])
+            found.append(f"{count} error lines in the gunicorn log during the warm-up")
         return found
 
 

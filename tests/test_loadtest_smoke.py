@@ -64,11 +64,13 @@ def run_quick(results: Path) -> tuple[int, str]:
 def leftovers(marker: str) -> list[str]:
     """Live processes whose command line, directory or open files (a log) mention ``marker``."""
     found = []
-    for proc in psutil.process_iter(["pid", "cmdline", "cwd", "open_files"]):
+    for proc in psutil.process_iter(["pid", "cmdline", "cwd", "open_files", "status"]):
         info = proc.info
+        if proc.pid == os.getpid() or info.get("status") == psutil.STATUS_ZOMBIE:
+            continue
         files = " ".join(f.path for f in info.get("open_files") or [])
         text = " ".join([*(info.get("cmdline") or []), info.get("cwd") or "", files])
-        if marker in text and proc.pid != os.getpid() and proc.status() != psutil.STATUS_ZOMBIE:
+        if marker in text:
             found.append(f"{info['pid']}: {text.strip()}")
     return found
 
