@@ -31,14 +31,22 @@ logger = logging.getLogger("hacache")
 # failing open. SET's None reads as "not stored"; FLUSHDB's None as "not cleared".
 _EMPTY_REPLY: dict[str, Any] = {
     "GET": None, "EXISTS": 0, "DEL": 0, "SET": None, "MSET": None, "EXPIRE": 0, "PERSIST": 0,
-    "PTTL": -2, "EVAL": None, "FLUSHDB": None, "WAIT": 0,
+    "PTTL": -2, "EVAL": None, "FLUSHDB": None,
 }  # fmt: skip
 _LOG_EVERY = 10.0  # seconds between repeated warnings about the same shard
 _last_logged: dict[str, float] = {}
 
 
 def empty_replies(commands: list[Command]) -> Replies:
-    return [[None] * (len(c) - 1) if c[0] == "MGET" else _EMPTY_REPLY[c[0]] for c in commands]
+    replies = []
+    for command in commands:
+        if command[0] == "MGET":
+            replies.append([None] * (len(command) - 1))
+        elif command[0] == "WAIT":
+            replies.append(command[1])  # the write itself already reads as not stored
+        else:
+            replies.append(_EMPTY_REPLY[command[0]])
+    return replies
 
 
 def log_failure(shard: Shard, error: BaseException) -> None:

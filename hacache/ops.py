@@ -18,6 +18,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from hacache import failover
 from hacache.endpoint import Command, Replies
 from hacache.nearcache import ABSENT, MISS, Lease
 from hacache.router import Op, Router
@@ -144,19 +145,25 @@ class Ops:
         ]
         finish = op.finish
 
+        fail_open = self._router.options.fail_open
+
         def checked(results: list[Replies]) -> Any:
             trimmed = []
-            for replies, extra in zip(results, extras, strict=True):
+            for (shard, commands), replies, extra in zip(op.batches, results, extras, strict=True):
                 if extra:
                     tail = replies[len(replies) - len(extra) :]
                     replies = replies[: len(replies) - len(extra)]
                     for command, reply in zip(extra, tail, strict=True):
                         _ok(reply)
                         if command[0] == "WAIT" and reply < replicas:
-                            raise NotReplicated(
-                                f"{reply} of {replicas} replica(s) confirmed the write "
-                                f"within {timeout}s"
+                            error = NotReplicated(
+                                f"shard {shard.name!r}: {reply} of {replicas} replica(s) "
+                                f"confirmed the write within {timeout}s"
                             )
+                            if not fail_open:
+                                raise error
+                            failover.log_failure(shard, error)  # reported as not stored
+                            replies = failover.empty_replies(commands)
                 trimmed.append(replies)
             return finish(trimmed)
 

@@ -232,6 +232,16 @@ def test_wait_for_replicas(ha):
     assert cache.get(key) == "fine without"
 
 
+def test_fail_open_reports_unreplicated_writes_as_not_stored(ha):
+    cache = ha_cache(ha, FAIL_OPEN=True, WAIT_REPLICAS=1, WAIT_TIMEOUT=0.1)
+    key = key_on(cache, "shard1")
+    assert cache.add(key, "replicated") is True
+    ha.stop("shard1-replica1")
+    assert cache.add(key_on(cache, "shard1", "other"), "not replicated") is False
+    assert cache.set_many({key: 1}) == [key]
+    cache.set(key, 2)  # no error reaches the caller
+
+
 def test_fail_open_whole_shard_down(ha):
     cache = ha_cache(ha, FAIL_OPEN=True, FAILOVER_TIMEOUT=0)
     down, up = key_on(cache, "shard0"), key_on(cache, "shard1")
