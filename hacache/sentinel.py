@@ -1,10 +1,10 @@
 """Sentinel discovery: which server is a shard's master, and which replicas may serve reads.
 
-One monitor thread per Sentinel shard subscribes to a Sentinel's events, so a ``+switch-master``
-moves the shard to its new master within milliseconds of the promotion, not after the next
-error or poll. It also re-reads the topology every second (events can be missed while it is
-between sentinels) and at once when a request reports a failure. Requests never talk to
-Sentinel themselves, except once to find the master on first use.
+Each Sentinel shard has one monitor thread per sentinel, each subscribed to that sentinel's
+events, so a ``+switch-master`` moves the shard to its new master within milliseconds of the
+promotion (whichever sentinel says it first), not after the next error or poll. They also
+re-read the topology every second and at once when a request reports a failure. Requests never
+talk to Sentinel themselves, except once to find the master on first use.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class SentinelMonitor:
         self._kwargs = dict(sentinel_kwargs)
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self.switches = 0  # +switch-master events acted on
         _monitors.add(self)
@@ -128,43 +128,50 @@ class SentinelMonitor:
     # -- the watching thread ---------------------------------------------------------------
 
     def ensure_running(self) -> None:
-        if self._thread is None:
+        """One thread per sentinel: the sentinel that leads a failover announces it first,
+        about a second before the others, and any of them may be the one that is down."""
+        if not self._threads:
             with self._lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._run, name=f"hacache-sentinel-{self.shard.name}", daemon=True
-                    )
-                    self._thread.start()
+                if not self._threads:
+                    stopping = self._stopping
+                    self._threads = [
+                        threading.Thread(
+                            target=self._watch_forever,
+                            args=(host, port, stopping),
+                            name=f"hacache-sentinel-{self.shard.name}-{host}:{port}",
+                            daemon=True,
+                        )
+                        for host, port in self.sentinels
+                    ]
+                    for thread in self._threads:
+                        thread.start()
 
     def refresh(self) -> None:
-        """Ask the thread to re-read the topology now (a request just failed)."""
+        """Ask the threads to re-read the topology now (a request just failed)."""
         self._wake.set()
 
     def stop(self) -> None:
-        self._stopping.set()
-        thread = self._thread
-        if thread is not None:
+        with self._lock:
+            threads, self._threads = self._threads, []
+            self._stopping.set()
+            self._stopping = threading.Event()  # may be started again (a closed router reused)
+        for thread in threads:
             thread.join(POLL * 5)
-        self._thread = None
-        self._stopping = threading.Event()  # may be started again (a closed router reused)
 
     def after_fork(self) -> None:
         self._lock = threading.Lock()
-        self._thread = None
+        self._threads = []
         self._wake = threading.Event()
 
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            for host, port in list(self.sentinels):
-                if self._stopping.is_set():
-                    return
-                try:
-                    self._watch(host, port)
-                except (RedisError, OSError, ValueError) as exc:
-                    logger.debug("hacache: sentinel %s:%s watch ended: %s", host, port, exc)
-            self._stopping.wait(POLL)
+    def _watch_forever(self, host: str, port: int, stopping: threading.Event) -> None:
+        while not stopping.is_set():
+            try:
+                self._watch(host, port, stopping)
+            except (RedisError, OSError, ValueError) as exc:
+                logger.debug("hacache: sentinel %s:%s watch ended: %s", host, port, exc)
+            stopping.wait(POLL)
 
-    def _watch(self, host: str, port: int) -> None:
+    def _watch(self, host: str, port: int, stopping: threading.Event) -> None:
         connection = Connection(host=host, port=port, **{**self._kwargs, "socket_timeout": POLL})
         try:
             connection.send_command("SUBSCRIBE", *EVENTS)
@@ -174,7 +181,7 @@ class SentinelMonitor:
                 raise RedisConnectionError(f"no sentinel knows {self.service!r}")
             refreshed = last_heard = time.monotonic()
             pinged_at: float | None = None
-            while not self._stopping.is_set():
+            while not stopping.is_set():
                 now = time.monotonic()
                 if self._wake.is_set() or now - refreshed >= REFRESH_EVERY:
                     self._wake.clear()
