@@ -189,6 +189,7 @@ def _on_init(environment: Environment, **_: Any) -> None:
     if not 0.0 <= options.write_ratio <= 1.0:
         raise ValueError("--write-ratio must be between 0 and 1")
     KEYS = ZipfKeys(options.key_space, options.zipf_s)
+    random.seed(options.seed)  # locust draws each user's next task from the global generator
     environment.events.request.add_listener(RECORDER.on_request)
 
 

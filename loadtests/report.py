@@ -98,11 +98,16 @@ def _combine_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _combine_usage(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    if len(rows) == 1:
-        return rows[0]
-    out: dict[str, Any] = {k: _median(r[k] for r in rows) for k in rows[0] if k != "shard_share"}
-    shards = {k for r in rows for k in r["shard_share"]}
-    out["shard_share"] = {k: _median(r["shard_share"].get(k, 0.0) for r in rows) for k in shards}
+    """Medians of the rounds' figures; shard shares from the commands of all rounds together."""
+    per_shard = ("shard_share", "shard_commands")
+    out: dict[str, Any] = {k: _median(r[k] for r in rows) for k in rows[0] if k not in per_shard}
+    commands: dict[str, int] = {}
+    for row in rows:
+        for shard, count in row["shard_commands"].items():
+            commands[shard] = commands.get(shard, 0) + count
+    total = sum(commands.values())
+    out["shard_commands"] = commands
+    out["shard_share"] = {k: v / total for k, v in commands.items()} if total else {}
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
 
 
@@ -129,6 +134,7 @@ def _usage_row(result: dict[str, Any]) -> dict[str, Any]:
         "server_us_per_request": 1e6 * server / rate if server is not None and rate else None,
         # Redis counters cover the sampler's bracket, a little wider than the measured window.
         "redis_commands_per_request": (commands / window) / rate if window and rate else None,
+        "shard_commands": {k: v["commands"] for k, v in shards.items()},
         "shard_share": {k: v["commands"] / commands for k, v in shards.items()} if commands else {},
     }
 
@@ -145,7 +151,16 @@ def summarize(
         name: _combine(by_backend[name]) for name in settings["backends"] if name in by_backend
     }
     table = head_to_head(backends)
-    problems = [f"{name}: {p}" for name, b in backends.items() for p in b["problems"]]
+    problems = []
+    for name, result in backends.items():
+        counted: dict[str, int] = {}
+        for problem in result["problems"]:
+            counted[problem] = counted.get(problem, 0) + 1
+        rounds_run = len(by_backend[name])
+        problems += [
+            f"{name}: {p}" + (f" (in {n} of {rounds_run} rounds)" if rounds_run > 1 else "")
+            for p, n in counted.items()
+        ]
     return {
         "kind": "hacache-loadtest",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -197,6 +212,10 @@ def head_to_head(backends: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             **result["usage_row"],
         }
         rows.append(row)
+    base_cost = next((r["server_us_per_request"] for r in rows if r["backend"] == BASELINE), None)
+    for row in rows:
+        cost = row["server_us_per_request"]
+        row["server_cost_vs_django"] = cost / base_cost if cost and base_cost else None
     return rows
 
 
@@ -327,6 +346,7 @@ USAGE_HEADER = [
     "other",
     "busy",
     "server µs/req",
+    "vs Django",
     "Redis cmds/req",
     "item hits",
     "stale sessions",
@@ -345,6 +365,7 @@ def usage_cells(row: dict[str, Any]) -> list[str]:
         _fmt(row["cpu_other"], ".2f"),
         _pct(row["machine_busy"]),
         _fmt(row["server_us_per_request"], ",.0f"),
+        _fmt(row.get("server_cost_vs_django"), ".2f", "x"),
         _fmt(row["redis_commands_per_request"], ".2f"),
         _pct(row["item_hit_ratio"], ".1f"),
         f"{row['session_stale']} of {row['session_checks']:,}",
@@ -394,8 +415,9 @@ def plot(summary: dict[str, Any], out_dir: Path) -> list[Path]:
     colours = ["#1b7837" if r["backend"].startswith("hacache") else "#7f7f7f" for r in rows]
     caption = (
         f"{summary['settings']['users']} users, {summary['settings']['workers']} gunicorn workers, "
-        f"{summary['settings']['duration']:g} s per back-end, "
+        f"{summary['settings']['rounds']} x {summary['settings']['duration']:g} s per back-end, "
         f"{summary['machine'].get('cpu_count')} CPUs"
+        + (", locust on its own CPU" if summary["settings"].get("pin") else "")
     )
     paths = []
 
@@ -594,9 +616,9 @@ def markdown(summary: dict[str, Any], plots: list[Path]) -> str:
             right_from=99,
         ),
         "",
-        "Everything runs on this one machine: three `redis-server` processes, gunicorn and "
-        "locust share its cores, so absolute numbers are low and the ratios are what to compare. "
-        "The CPU table below shows who used the cores.",
+        "Everything runs on this one machine (three `redis-server` processes, gunicorn and "
+        "locust), over loopback, so absolute numbers are small and the ratios are what to "
+        "compare. The CPU table below shows who used the cores.",
         "",
         "## Load test: the demo site, head to head",
         "",
@@ -617,11 +639,13 @@ def markdown(summary: dict[str, Any], plots: list[Path]) -> str:
         f"{s['key_space']:,} prefilled keys of {s['value_bytes']} bytes with Zipf(s = "
         f"{s['zipf_s']:g}) popularity{_zipf_note(summary)} (YCSB workload B), seed {s['seed']}.",
         "",
+        _pin_note(s),
+        "",
         *_md_table(["back-end", *TABLE_HEADER], [[r["label"], *_table_cells(r)] for r in rows]),
         "",
-        "Latencies are exact (every request timed, nearest-rank percentiles over the measured "
-        "window; locust's own CSV rounds to whole milliseconds). Errors are failed requests over "
-        "all requests.",
+        "Each figure is the median over the rounds. Latencies are exact (every request timed, "
+        "nearest-rank percentiles over the measured window; locust's own CSV rounds to whole "
+        "milliseconds). Errors are failed requests over all measured requests.",
         "",
     ]
     lines += [f"![{p.stem}]({_relative(p)})" for p in plots]
@@ -658,10 +682,14 @@ def markdown(summary: dict[str, Any], plots: list[Path]) -> str:
     lines += [
         *_md_table(["back-end", *USAGE_HEADER, "Redis commands per shard"], usage_rows),
         "",
+        "Commands per shard are over all rounds. Sessions' keys are random and `cache_page`'s "
+        "include the server's port, which changes every round, so hot keys land on different "
+        "shards from one round to the next.",
+        "",
         "`other` is CPU used by processes outside the test (the machine is shared): when it is "
         "high, compare that run's ratios with care. `server µs/req` is the CPU gunicorn and "
-        "Redis spent per request served, the cost of a request independent of the load "
-        "generator's share.",
+        "Redis spent per request served (`vs Django`: that cost over Django's RedisCache's, "
+        "lower is better): the cost of a request, whoever else used the machine.",
         "",
         "A stale session read is a `/session/` response whose counter did not go up by one: the "
         "visitor's previous request, served by another gunicorn worker, had stored a newer "
@@ -686,7 +714,7 @@ def markdown(summary: dict[str, Any], plots: list[Path]) -> str:
 def _load_notes(summary: dict[str, Any]) -> list[str]:
     """Sentences computed from the run: the load generator, noise, and why ratios shrink."""
     rows = {r["backend"]: r for r in summary["table"]}
-    max_noise = summary["settings"].get("max_noise", 0.25)
+    max_noise = summary["settings"].get("max_noise", 0.1)
     lines = []
     if summary["cpu_warning"]:
         lines.append(
@@ -699,36 +727,43 @@ def _load_notes(summary: dict[str, Any]) -> list[str]:
             "locust never reported its CPU-above-90% warning (its busiest measurement used "
             f"{top:.2f} of a core): the load generator was not the bottleneck."
         )
-    noisy = [r for r in rows.values() if (r["cpu_other"] or 0.0) > max_noise]
+    measurements = [r for results in summary["rounds"] for r in results]
+    noise = [r.get("noise_cores") or 0.0 for r in measurements]
+    noisy = [r for r in measurements if (r.get("noise_cores") or 0.0) > max_noise]
     if noisy:
         lines.append(
-            "**Noisy measurements**: other processes used "
-            + ", ".join(f"{r['cpu_other']:.2f} cores during {r['label']}" for r in noisy)
-            + f" (over the {max_noise:g}-core bar, even after a retry): read those rows with care."
+            "**Noisy measurements** (other processes busy even after the retries): "
+            + ", ".join(
+                f"{r['backend']} round {r['round']} ({r['noise_cores']:.2f} cores)" for r in noisy
+            )
+            + ". The servers' CPU is the bottleneck, so such rows are understated: compare "
+            "`server µs/req`, which is less sensitive to sharing, as well."
         )
-    else:
+    elif noise:
         lines.append(
-            f"Other processes used at most {max_noise:g} cores during every measurement "
-            "(noisier measurements are retried once, chosen by that noise alone)."
+            f"Other processes used at most {max(noise):.2f} cores during any measurement (a "
+            f"measurement over {max_noise:g} cores is retried, chosen by that noise alone)."
         )
     base, near = rows.get(BASELINE), rows.get(NEAR)
     if base and near and base["server_us_per_request"] and near["server_us_per_request"]:
+        shared = not summary["settings"].get("pin")
         locust_us = 1e6 * near["cpu_locust"] / near["rps"] if near["cpu_locust"] else None
         lines.append(
             "Why the site-level ratios are smaller than the micro-benchmarks': per request "
             f"served, gunicorn and Redis used {base['server_us_per_request']:,.0f} µs of CPU "
             f"with Django's RedisCache and {near['server_us_per_request']:,.0f} µs with hacache "
             f"+ near-cache ({base['server_us_per_request'] / near['server_us_per_request']:.2f}x "
-            "less), but most of that is Django's and gunicorn's own work per request "
-            "(middleware, URL routing, a new TCP connection per request with sync workers), "
-            "which no cache back-end changes"
+            "less). With the near-cache most cache reads are in-process hits of a few µs, so "
+            "its figure is close to the floor set by Django, gunicorn (a new TCP connection per "
+            "request with sync workers) and the kernel, which no back-end lowers; the back-ends "
+            "differ only in what they add on top"
             + (
-                f", and locust needed another {locust_us:,.0f} µs per request on the same cores"
-                if locust_us
+                f". Unpinned, locust also spent {locust_us:,.0f} µs per request on the same "
+                "cores, which squeezes the ratios further"
+                if shared and locust_us
                 else ""
             )
-            + ". A cache call is a small share of a request here; the micro-benchmarks below "
-            "measure the calls alone."
+            + ". The micro-benchmarks below measure the cache calls alone."
         )
     return [line for text in lines for line in (text, "")]
 
@@ -761,6 +796,22 @@ def _zipf_note(summary: dict[str, Any]) -> str:
     return ""
 
 
+def _pin_note(settings: dict[str, Any]) -> str:
+    cpus = settings.get("cpus") or {}
+    if settings.get("pin") and cpus.get("load") != cpus.get("servers"):
+        return (
+            f"CPUs: locust pinned to CPU {_cpu_list(cpus['load'])}, Redis and gunicorn to CPU "
+            f"{_cpu_list(cpus['servers'])}, as if the clients were other machines (the load "
+            "generator's CPU grows with every request served; sharing cores with it would "
+            "squeeze every ratio towards 1). `--no-pin` lets everything share every CPU."
+        )
+    return "CPUs: not pinned; locust, Redis and gunicorn share every CPU."
+
+
+def _cpu_list(cpus: list[int]) -> str:
+    return ", ".join(str(c) for c in cpus)
+
+
 def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
 
@@ -788,7 +839,15 @@ def write_report(
     results_dir: Path, markdown_path: Path = MARKDOWN, plots_dir: Path = PLOTS_DIR
 ) -> str:
     """Regenerate the plots and BENCHMARKS.md from one run; returns what was written."""
-    summary = json.loads((results_dir / "summary.json").read_text())
+    stored = json.loads((results_dir / "summary.json").read_text())
+    # Recomputed from the raw rounds, so a report written by a newer report.py stays consistent.
+    summary = {
+        **stored,
+        **summarize(
+            settings=stored["settings"], machine=stored["machine"], rounds=stored["rounds"]
+        ),
+        "created": stored["created"],
+    }
     try:
         plots = plot(summary, plots_dir)
     except ImportError:
