@@ -8,6 +8,7 @@ report (``benchmarks/failover.py``) measures that.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from functools import partial
 from typing import Any
@@ -148,6 +149,16 @@ def test_writes_resume_on_the_promoted_master_and_the_old_one_returns_as_replica
     cache.set(key, 2)  # waits for the promotion, then lands on the new master
     assert shard.master.address != old
     assert cache.get(key) == 2
+    # Let every sentinel settle on the new master first: Sentinel can mistake a master it
+    # has only just switched to for a dead one and fail over again, here to the empty node.
+    new = tuple(shard.master.address.rsplit(":", 1))
+    sentinels = [redis.Redis(host=h, port=p, decode_responses=True)
+                 for h, p in ha.sentinel_addresses()]  # fmt: skip
+    assert until(lambda: all(
+        tuple(s.sentinel_get_master_addr_by_name("shard0")) == (new[0], int(new[1]))
+        for s in sentinels
+    ))  # fmt: skip
+    time.sleep(2.5)  # two down-after periods of pings answered by the new master
     ha.start("shard0-master")  # comes back, empty; Sentinel turns it into a replica
     old_client = redis.Redis(host=old.split(":")[0], port=int(old.split(":")[1]))
     # Sentinel notices the returning node at its next INFO refresh (about ten seconds).
