@@ -394,6 +394,8 @@ def test_no_stale_read_after_delivery_under_mixed_load(topology):
     assert all(r["near_hits"] > 0 for r in results), results
 
 
+# The point of this test is fork() in a threaded process, as gunicorn's preload does.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_starts_with_an_empty_untrusted_near_cache(topology):
     cache = ready(make_cache(near_params(topology)))
     cache.set("k", "v")
