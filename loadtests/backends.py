@@ -6,10 +6,36 @@ same default TIMEOUT and no KEY_PREFIX, so the only difference between runs is t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+# Sentinel set-ups (the failover scenario): fail fast on a dead socket, wait out a promotion.
+HA_OPTIONS = {"FAILOVER_TIMEOUT": 3, "SOCKET_TIMEOUT": 0.25, "SOCKET_CONNECT_TIMEOUT": 0.25}
+
+
+def sentinels_of(url: str) -> list[tuple[str, int]]:
+    """The ``(host, port)`` list of a ``sentinel://h1:p1,h2:p2/service/db`` URL."""
+    hosts = urlsplit(url).netloc.rpartition("@")[2]
+    return [(h, int(p)) for h, _, p in (item.rpartition(":") for item in hosts.split(","))]
+
+
+def django_redis_sentinel(urls: list[str]) -> dict[str, Any]:
+    """django-redis's SentinelClient follows one Sentinel service per cache: shard0 alone."""
+    service = urlsplit(urls[0]).path.strip("/").split("/")[0]
+    return {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": f"redis://{service}/0",
+        "OPTIONS": {
+            "CLIENT_CLASS": "django_redis.client.SentinelClient",
+            "CONNECTION_FACTORY": "django_redis.pool.SentinelConnectionFactory",
+            "SENTINELS": sentinels_of(urls[0]),
+            "SOCKET_TIMEOUT": 0.25,
+            "SOCKET_CONNECT_TIMEOUT": 0.25,
+        },
+    }
 
 
 def strip_name(url: str) -> str:
@@ -81,6 +107,29 @@ BACKENDS: dict[str, Backend] = {
                 "LOCATION": [strip_name(u) for u in urls],
                 "OPTIONS": {"CLIENT_CLASS": "django_redis.client.ShardClient"},
             },
+        ),
+        Backend(
+            "hacache-sentinel",
+            "hacache via Sentinel",
+            f"hacache.HACache on 3 Sentinel-monitored shards, OPTIONS {json.dumps(HA_OPTIONS)}",
+            lambda urls: {"BACKEND": "hacache.HACache", "LOCATION": urls, "OPTIONS": HA_OPTIONS},
+        ),
+        Backend(
+            "hacache-near-sentinel",
+            "hacache + near-cache via Sentinel",
+            "hacache.HACache on 3 Sentinel-monitored shards, the same OPTIONS plus NEAR_CACHE",
+            lambda urls: {
+                "BACKEND": "hacache.HACache",
+                "LOCATION": urls,
+                "OPTIONS": {**HA_OPTIONS, "NEAR_CACHE": True},
+            },
+        ),
+        Backend(
+            "django-redis-sentinel",
+            "django-redis SentinelClient",
+            "django_redis.cache.RedisCache with CLIENT_CLASS SentinelClient on shard0 alone "
+            "(one Sentinel service per cache), socket timeouts 0.25 s",
+            django_redis_sentinel,
         ),
     )
 }

@@ -59,6 +59,10 @@ class Recorder:
         self.stopped_at = 0.0
         self.times: defaultdict[tuple[str, str], array[float]] = defaultdict(lambda: array("d"))
         self.failures: Counter[tuple[str, str]] = Counter()
+        # Every measured request's end time, duration and outcome, for the per-second bins.
+        self.ends = array("d")
+        self.durations = array("d")
+        self.failed = array("b")
         self.failure_kinds: Counter[str] = Counter()
         self.checks: Counter[str] = Counter()
         self.cpu_warnings = 0
@@ -68,6 +72,7 @@ class Recorder:
     def start(self) -> None:
         """Drop everything seen so far (the warm-up) and start the measured window."""
         self.times.clear()
+        self.ends, self.durations, self.failed = array("d"), array("d"), array("b")
         self.failures.clear()
         self.failure_kinds.clear()
         self.checks.clear()
@@ -90,6 +95,9 @@ class Recorder:
                 self.warmup_failure_kinds[kind] += 1
             return
         self.times[(request_type, name)].append(response_time)
+        self.ends.append(time.time())
+        self.durations.append(response_time)
+        self.failed.append(exception is not None)
         if exception is not None:
             self.failures[(request_type, name)] += 1
             self.failure_kinds[kind] += 1
@@ -118,6 +126,7 @@ class Recorder:
             "warmup_failures": self.warmup_failures,
             "warmup_failure_kinds": dict(self.warmup_failure_kinds.most_common(20)),
             "checks": dict(self.checks),
+            "bins": self.bins(),
             "cpu_warning": bool(runner and runner.cpu_warning_emitted) or self.cpu_warnings > 0,
             "cpu_warning_samples": self.cpu_warnings,
             "users": runner.user_count if runner else 0,
@@ -126,6 +135,33 @@ class Recorder:
                 str(k): KEYS.share_of_top(k) for k in (1, 10, 100, 1000) if KEYS is not None
             },
         }
+
+    def bins(self, width: float = 1.0) -> list[dict[str, Any]]:
+        """Requests, failures and p50/p99 per ``width`` s of the window, by completion time.
+
+        The whole-window figures hide a failover; these show when errors and slow requests
+        happened (``t``: the bin's start in seconds after the window opened).
+        """
+        grouped: defaultdict[int, list[float]] = defaultdict(list)
+        failed: Counter[int] = Counter()
+        for end, duration, bad in zip(self.ends, self.durations, self.failed, strict=True):
+            index = max(0, int((end - self.started_at) // width))
+            grouped[index].append(duration)
+            failed[index] += bad
+        out = []
+        for index in range(max(grouped, default=-1) + 1):
+            times = sorted(grouped.get(index, []))
+            out.append(
+                {
+                    "t": index * width,
+                    "requests": len(times),
+                    "failures": failed[index],
+                    "p50_ms": _percentile(times, 50),
+                    "p99_ms": _percentile(times, 99),
+                    "max_ms": times[-1] if times else math.nan,
+                }
+            )
+        return out
 
 
 def _percentile(sorted_times: list[float], p: float) -> float:

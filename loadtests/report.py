@@ -560,7 +560,12 @@ def _micro_sections() -> list[str]:
     return lines
 
 
-def markdown(summary: dict[str, Any], plots: list[Path]) -> str:
+def markdown(
+    summary: dict[str, Any],
+    plots: list[Path],
+    failover: dict[str, Any] | None = None,
+    failover_plot: Path | None = None,
+) -> str:
     s, m = summary["settings"], summary["machine"]
     rows = summary["table"]
     names = [r["backend"] for r in rows]
@@ -707,6 +712,8 @@ def markdown(summary: dict[str, Any], plots: list[Path]) -> str:
     ]
     if summary["problems"]:
         lines += ["", "Problems in this run: " + "; ".join(summary["problems"]) + "."]
+    if failover:
+        lines += ["", *failover_section(failover, failover_plot)]
     lines += ["", "## Micro-benchmarks", "", *_micro_sections()]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -826,19 +833,38 @@ def _relative(path: str | Path) -> str:
 
 
 def latest_full_run(root: Path = RESULTS_DIR) -> Path:
-    """Newest results directory of a full (not --quick) run that finished."""
+    """Newest results directory of a full steady-state (not --quick) run that finished."""
     runs = sorted(
-        p.parent for p in root.glob("*/summary.json") if not p.parent.name.endswith("-quick")
+        p.parent
+        for p in root.glob("*/summary.json")
+        if not p.parent.name.endswith(("-quick", FAILOVER_SUFFIX))
     )
     if not runs:
         raise SystemExit(f"no full run in {root}; run `python loadtests/run.py` first")
     return runs[-1]
 
 
+def latest_failover_run(root: Path = RESULTS_DIR) -> Path | None:
+    """Newest failover-scenario results directory, if any."""
+    runs = sorted(p.parent for p in root.glob(f"*{FAILOVER_SUFFIX}/summary.json"))
+    return runs[-1] if runs else None
+
+
 def write_report(
     results_dir: Path, markdown_path: Path = MARKDOWN, plots_dir: Path = PLOTS_DIR
 ) -> str:
-    """Regenerate the plots and BENCHMARKS.md from one run; returns what was written."""
+    """Regenerate the plots and BENCHMARKS.md; returns what was written.
+
+    The head-to-head comes from one steady-state run and the failover section from one failover
+    run: given either kind, the latest run of the other kind fills in the rest.
+    """
+    given = json.loads((results_dir / "summary.json").read_text())
+    failover_dir: Path | None
+    if given.get("scenario", {}).get("name") == "failover":
+        failover_dir, results_dir = results_dir, latest_full_run(results_dir.parent)
+    else:
+        failover_dir = latest_failover_run(results_dir.parent)
+    failover = failover_summary(failover_dir) if failover_dir else None
     stored = json.loads((results_dir / "summary.json").read_text())
     # Recomputed from the raw rounds, so a report written by a newer report.py stays consistent.
     summary = {
@@ -848,16 +874,188 @@ def write_report(
         ),
         "created": stored["created"],
     }
+    failover_png = None
     try:
         plots = plot(summary, plots_dir)
+        if failover:
+            failover_png = plot_failover(failover, plots_dir)
     except ImportError:
         plots = []
         print(
             "matplotlib is not installed: BENCHMARKS.md is written without plots", file=sys.stderr
         )
-    markdown_path.write_text(markdown(summary, plots))
-    written = [markdown_path, *plots]
+    markdown_path.write_text(markdown(summary, plots, failover, failover_png))
+    written = [markdown_path, *plots, *([failover_png] if failover_png else [])]
     return "wrote " + ", ".join(_relative(p) for p in written)
+
+
+# --------------------------------------------------------------------------- failover
+
+
+FAILOVER_SUFFIX = "-failover"  # run.py names a failover run's results directory so
+
+
+def failover_timeline(result: dict[str, Any]) -> dict[str, Any]:
+    """One back-end's failover run, per second: what a whole-window average would hide.
+
+    Times are seconds after the measured window opened; ``promotion_s`` is from the kill.
+    """
+    start = result["measured_from"]
+    events = {e["event"]: e["time"] for e in result.get("scenario_timeline", [])}
+    kill, promoted = events.get("kill"), events.get("promoted")
+    bins = result.get("bins", [])
+    total = result["total"]
+    after_kill = [b for b in bins if kill is not None and start + b["t"] + 1 > kill]
+    return {
+        "backend": result["backend"],
+        "label": BACKENDS[result["backend"]].label
+        if result["backend"] in BACKENDS
+        else result["backend"],
+        "rps": total["rps"],
+        "requests": total["requests"],
+        "failures": total["failures"],
+        "error_rate": _ratio(total["failures"], total["requests"]) if total["requests"] else 0.0,
+        "p50_ms": total["p50_ms"],
+        "p99_ms": total["p99_ms"],
+        "kill_s": kill - start if kill is not None else None,
+        "promoted_s": promoted - start if promoted is not None else None,
+        "promotion_s": promoted - kill if kill is not None and promoted is not None else None,
+        "error_seconds": sum(1 for b in bins if b["failures"]),
+        "worst_bin_p99_ms": max((b["p99_ms"] for b in after_kill), default=None),
+        "failure_kinds": result.get("failure_kinds") or {},
+        "problems": result.get("problems", []),
+        "bins": bins,
+    }
+
+
+def failover_summary(results_dir: Path) -> dict[str, Any]:
+    """A failover run's per-back-end timelines (its first round), for the report and JSON."""
+    stored = json.loads((results_dir / "summary.json").read_text())
+    first = stored["rounds"][0]
+    return {
+        "results_dir": stored.get("results_dir", str(results_dir)),
+        "settings": stored["settings"],
+        "description": stored.get("scenario", {}).get("description", "failover"),
+        "backends": [failover_timeline(r) for r in first],
+    }
+
+
+def failover_text(summary: dict[str, Any]) -> str:
+    """The per-second table run.py prints after a failover run."""
+    parts = []
+    for b in summary["backends"]:
+        rows = [
+            [
+                _fmt(x["t"], ".0f"),
+                str(x["requests"]),
+                str(x["failures"]),
+                _fmt(x["p50_ms"], ".1f"),
+                _fmt(x["p99_ms"], ".1f"),
+            ]
+            for x in b["bins"]
+        ]
+        parts.append(
+            f"\n{b['backend']}: killed at {_fmt(b['kill_s'], '.1f')} s, promoted at "
+            f"{_fmt(b['promoted_s'], '.1f')} s ({_fmt(b['promotion_s'], '.1f')} s later); "
+            f"{b['failures']} failed of {b['requests']} ({_pct(b['error_rate'], '.2f')}), "
+            f"{b['rps']:.0f} req/s\n"
+            + _grid(["second", "requests", "errors", "p50 ms", "p99 ms"], rows, range(5))
+        )
+    return "\n".join(parts)
+
+
+def plot_failover(summary: dict[str, Any], out_dir: Path) -> Path:
+    """p99 and errors per second for each back-end, with the kill and the promotion marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    backends = summary["backends"]
+    fig, axes = plt.subplots(
+        len(backends), 1, figsize=(7, 2.1 * len(backends)), dpi=100, sharex=True, squeeze=False
+    )
+    for ax, b in zip(axes[:, 0], backends, strict=True):
+        xs = [x["t"] + 0.5 for x in b["bins"]]
+        ax.plot(xs, [x["p99_ms"] for x in b["bins"]], color="#2166ac", marker=".", label="p99")
+        ax.set_yscale("log")
+        ax.set_ylabel("p99 ms", fontsize=8, color="#2166ac")
+        errors = ax.twinx()
+        errors.bar(xs, [x["failures"] for x in b["bins"]], 0.8, color="#b2182b", alpha=0.5)
+        errors.set_ylim(0, max([1, *(x["failures"] for x in b["bins"])]) * 1.1)
+        errors.set_ylabel("errors/s", fontsize=8, color="#b2182b")
+        for key, style, what in (("kill_s", "-", "kill"), ("promoted_s", "--", "promoted")):
+            if b[key] is not None:
+                ax.axvline(b[key], color="black", linestyle=style, linewidth=1, label=what)
+        ax.set_title(
+            f"{b['label']}: {b['failures']} errors of {b['requests']:,}, "
+            f"promotion {_fmt(b['promotion_s'], '.1f', ' s')} after the kill",
+            fontsize=9,
+        )
+        ax.tick_params(labelsize=8)
+        errors.tick_params(labelsize=8)
+        ax.legend(fontsize=7, frameon=False, loc="upper left")
+    axes[-1, 0].set_xlabel("seconds into the measured window", fontsize=8)
+    fig.tight_layout()
+    path = out_dir / "failover.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def failover_section(summary: dict[str, Any], plot_path: Path | None) -> list[str]:
+    """BENCHMARKS.md's failover section: totals, the failover's cost, and the plot."""
+    s = summary["settings"]
+    rows = [
+        [
+            b["label"],
+            _fmt(b["rps"], ",.0f"),
+            _fmt(b["p50_ms"], ".1f"),
+            _fmt(b["p99_ms"], ".1f"),
+            f"{b['failures']:,} ({_pct(b['error_rate'], '.2f')})",
+            str(b["error_seconds"]),
+            _fmt(b["promotion_s"], ".1f", " s"),
+            _fmt(b["worst_bin_p99_ms"], ",.0f"),
+        ]
+        for b in summary["backends"]
+    ]
+    lines = [
+        "## Load test: a master killed mid-run",
+        "",
+        f"From: `{' '.join(s['command'])}` (results in `{_relative(summary['results_dir'])}/`; "
+        "per-second bins in each back-end's `stats.json` and in `summary.json`).",
+        "",
+        f"{_sentence(summary['description'])}. {s['users']} users, {s['workers']} gunicorn "
+        f"workers, {s['warmup']:g} s warm-up then {s['duration']:g} s measured per back-end; the "
+        "killed master is restarted (it rejoins as a replica) before the next back-end. "
+        "Promotion is when the Sentinels first name the new master (polled every 50 ms).",
+        "",
+        *_md_table(
+            [
+                "back-end",
+                "req/s",
+                "p50 ms",
+                "p99 ms",
+                "errors",
+                "seconds with errors",
+                "promotion after kill",
+                "worst 1-s p99 ms",
+            ],
+            rows,
+        ),
+        "",
+    ]
+    if plot_path:
+        lines += [f"![failover]({_relative(plot_path)})", ""]
+    kinds = [
+        f"- {b['backend']}: {n} x `{k}`"
+        for b in summary["backends"]
+        for k, n in list(b["failure_kinds"].items())[:3]
+    ]
+    if kinds:
+        lines += ["Failed requests:", "", *kinds, ""]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

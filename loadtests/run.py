@@ -5,6 +5,7 @@
     python loadtests/run.py --quick              # smoke: 2 back-ends x 5 s
     python loadtests/run.py --backend hacache-near --backend django --users 16 --duration 30
     python loadtests/run.py --report             # ... and regenerate BENCHMARKS.md and the plots
+    python loadtests/run.py --scenario failover --duration 20 --rounds 1 --report  # kill a master
 
 Per run it starts one local Redis topology (3 shards), then for each back-end in turn: flushes
 the shards, writes a CACHES JSON, prefills the item keys through that back-end, serves
@@ -424,6 +425,7 @@ def run_backend(
     """Measure one back-end: prefill, serve, load, stop. Returns its result record."""
     backend = BACKENDS[name]
     out.mkdir(parents=True, exist_ok=True)
+    scenario.prepare(topology)
     flush(topology)
     caches_file = out / "caches.json"
     caches = backend.caches(scenario.shard_urls(topology))
@@ -674,6 +676,9 @@ def run(settings: Settings, results_dir: Path) -> dict[str, Any]:
     summary["scenario"] = {"name": scenario.name, "description": scenario.description}
     summary["results_dir"] = str(results_dir)
     (results_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    if scenario.name == "failover":
+        failover = report.failover_summary(results_dir)
+        (results_dir / "failover.json").write_text(json.dumps(failover, indent=1) + "\n")
     return summary
 
 
@@ -734,7 +739,8 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, Path, bool]:
         value = getattr(args, key)
         return base[key] if value is None else value
 
-    backends = list(dict.fromkeys(args.backend)) if args.backend else list(base["backends"])
+    default_backends = SCENARIOS[args.scenario].backends or base["backends"]
+    backends = list(dict.fromkeys(args.backend)) if args.backend else list(default_backends)
     settings = Settings(
         backends=backends,
         users=pick("users"),
@@ -761,6 +767,7 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, Path, bool]:
         parser.error("--users, --workers, --duration and --rounds must be positive")
     settings.spawn_rate = float(settings.users)  # everyone on board within a second
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + ("-quick" if args.quick else "")
+    stamp += SCENARIOS[args.scenario].results_suffix
     return settings, args.results_dir or RESULTS_DIR / stamp, args.report
 
 
@@ -781,6 +788,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     print()
     print(report.text_report(summary))
+    if settings.scenario == "failover":
+        print(report.failover_text(report.failover_summary(results_dir)))
     if write_report:
         print(report.write_report(results_dir))
     return 1 if summary["problems"] else 0
