@@ -209,7 +209,7 @@ SCHEMA: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
     "INVALIDATION_CHANNEL": (_channel, "hacache:invalidate"),
     "FAIL_OPEN": (_boolean, False),
     "READ_FROM_REPLICAS": (_boolean, False),
-    "FAILOVER_TIMEOUT": (_seconds_or_zero, 1.0),
+    "FAILOVER_TIMEOUT": (_seconds_or_zero, 0.0),
     "BREAKER_THRESHOLD": (_positive_int, 3),
     "BREAKER_COOLDOWN": (_positive_number, 1.0),
     "EJECT_DEAD_SHARDS": (_boolean, False),
