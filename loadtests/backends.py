@@ -14,6 +14,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 # Sentinel set-ups (the failover scenario): fail fast on a dead socket, wait out a promotion.
 HA_OPTIONS = {"FAILOVER_TIMEOUT": 3, "SOCKET_TIMEOUT": 0.25, "SOCKET_CONNECT_TIMEOUT": 0.25}
+# The other side of the trade-off: the default FAILOVER_TIMEOUT (0) and failing open.
+OPEN_OPTIONS = {"FAIL_OPEN": True, "SOCKET_TIMEOUT": 0.25, "SOCKET_CONNECT_TIMEOUT": 0.25}
 
 
 def sentinels_of(url: str) -> list[tuple[str, int]]:
@@ -123,6 +125,13 @@ BACKENDS: dict[str, Backend] = {
                 "LOCATION": urls,
                 "OPTIONS": {**HA_OPTIONS, "NEAR_CACHE": True},
             },
+        ),
+        Backend(
+            "hacache-open-sentinel",
+            "hacache fail-open via Sentinel",
+            f"hacache.HACache on 3 Sentinel-monitored shards, OPTIONS {json.dumps(OPEN_OPTIONS)}"
+            " (writes never wait for the promotion; failed ones are dropped)",
+            lambda urls: {"BACKEND": "hacache.HACache", "LOCATION": urls, "OPTIONS": OPEN_OPTIONS},
         ),
         Backend(
             "django-redis-sentinel",

@@ -99,7 +99,12 @@ class Failover(Scenario):
         f"failover: {SHARDS} shards of a master and 1 replica, 3 Sentinels (down-after 1 s); "
         f"{KILL_SHARD}'s master is SIGKILLed {100 * KILL_AT:.0f}% into the measured window"
     )
-    backends = ("hacache-sentinel", "hacache-near-sentinel", "django-redis-sentinel")
+    backends = (
+        "hacache-sentinel",
+        "hacache-near-sentinel",
+        "hacache-open-sentinel",
+        "django-redis-sentinel",
+    )
     results_suffix = "-failover"
 
     def topology(self, run_dir: Path) -> Topology:
