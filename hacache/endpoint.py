@@ -107,7 +107,7 @@ class Endpoint:
         error = BreakerOpen(f"{self.address} failed repeatedly; retrying after a cooldown")
         return Pending(self, None, False, commands, error, False)
 
-    def _settle(self, pending: Pending, replies: Replies) -> RedisError | None:
+    def _settle(self, replies: Replies) -> RedisError | None:
         """Book a finished exchange with the breaker; a READONLY reply counts as a failure."""
         error = _read_only(replies)
         if error is None:
@@ -163,7 +163,7 @@ class Endpoint:
                 raise
             else:
                 self.pool.release(connection)
-                error = self._settle(pending, replies)
+                error = self._settle(replies)
                 if error is None:
                     return replies
                 raise error
@@ -236,7 +236,7 @@ class Endpoint:
                 raise
             else:
                 pool.release(connection)
-                error = self._settle(pending, replies)
+                error = self._settle(replies)
                 if error is None:
                     return replies
                 raise error

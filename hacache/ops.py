@@ -95,9 +95,6 @@ class Ops:
         self._covers = near_options.covers if near_options else None
         self._wait = (router.options.wait_replicas, router.options.wait_timeout)
 
-    def _one(self, key: str, commands: list[Command], finish: Any, idempotent: bool = True) -> Op:
-        return Op([(self._router.shard_for(key), commands)], finish, idempotent)
-
     def _read_one(self, key: str, commands: list[Command], finish: Any) -> Op:
         return Op([(self._router.shard_for(key), commands)], finish, readonly=True)
 
@@ -114,7 +111,8 @@ class Ops:
     def _write_one(
         self, key: str, commands: list[Command], finish: Any, idempotent: bool = True
     ) -> Op:
-        return self._write(self._one(key, commands, finish, idempotent), [[key]])
+        op = Op([(self._router.shard_for(key), commands)], finish, idempotent)
+        return self._write(op, [[key]])
 
     def _write(self, op: Op, keys_per_batch: list[list[str] | None]) -> Op:
         """Add to each batch its ``WAIT`` for replicas and the invalidation of its keys (None:

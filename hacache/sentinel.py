@@ -81,7 +81,6 @@ class SentinelMonitor:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
-        self.switches = 0  # +switch-master events acted on
         _monitors.add(self)
 
     # -- asking Sentinel -------------------------------------------------------------------
@@ -208,7 +207,6 @@ class SentinelMonitor:
             return
         if channel == b"+switch-master" and words[0] == self._service_bytes:
             # "<name> <old-ip> <old-port> <new-ip> <new-port>": act before asking anything.
-            self.switches += 1
             self.shard.set_servers((words[3].decode(), int(words[4])), None)
             logger.warning(
                 "hacache: shard %r: Sentinel promoted %s:%s (was %s:%s)",
