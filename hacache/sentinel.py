@@ -48,16 +48,28 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _pairs(reply: Any) -> dict[str, str]:
-    """Sentinel's flat [key, value, ...] lists as a dict of str."""
+def pairs(reply: Any) -> dict[str, str]:
+    """Sentinel's flat ``[key, value, ...]`` replies (or a RESP3 map) as a dict of str."""
+    if isinstance(reply, Mapping):
+        reply = [item for kv in reply.items() for item in kv]
     items = [x.decode() if isinstance(x, bytes) else str(x) for x in reply]
     return dict(zip(items[::2], items[1::2], strict=False))
 
 
+# Flags after which Sentinel no longer counts a server as up. "disconnected" is not one of
+# them: Sentinel's own promotion (SLAVEOF NO ONE, then CLIENT KILL) sets it for up to a second
+# on the very replica it is promoting.
+DOWN_FLAGS = frozenset({"s_down", "o_down"})
+
+
+def flags(info: Mapping[str, str]) -> frozenset[str]:
+    """The ``flags`` field of a SENTINEL MASTER/REPLICAS entry, as a set."""
+    return frozenset(info.get("flags", "").split(","))
+
+
 def usable_replica(info: Mapping[str, str]) -> bool:
     """Up in Sentinel's eyes, connected, and in step with its master (or only briefly not)."""
-    flags = set(info.get("flags", "").split(","))
-    if flags & {"s_down", "o_down", "disconnected"}:
+    if flags(info) & {"s_down", "o_down", "disconnected"}:
         return False
     if info.get("master-link-status") == "ok":
         return True
@@ -117,7 +129,7 @@ class SentinelMonitor:
                 self.sentinels.insert(0, self.sentinels.pop(i))
             usable = []
             for reply in replicas:
-                info = _pairs(reply)
+                info = pairs(reply)
                 if usable_replica(info):
                     usable.append((info["ip"], int(info["port"])))
             self.shard.set_servers(master, usable)
