@@ -35,9 +35,15 @@ class Breaker:
         return False
 
     def success(self) -> None:
-        if self.failures:
+        # Both fields: a failure racing a success can leave failures at 0 with opened_at set.
+        if self.failures or self.opened_at is not None:
             self.failures = 0
             self.opened_at = None
+
+    def reset(self) -> None:
+        """Forget past failures (Sentinel vouches for the server)."""
+        self.failures = 0
+        self.opened_at = None
 
     def failure(self, certain: bool = False) -> None:
         """``certain``: the failure leaves no doubt (nothing listens): open at once."""

@@ -1,37 +1,112 @@
-"""What to do when a shard's server fails: retry where it is safe, within bounds, or give up.
+"""The failure policy: every decision about a failing server, written once for sync and async.
 
-- A read is retried on the shard's usable replicas, then on the master if it has changed. It never
-  waits: if no server answers, it fails at once (or, failing open, becomes a miss).
-- A write goes only to a master. After a failure it may wait up to ``FAILOVER_TIMEOUT`` for
-  Sentinel to promote a new master (a plain shard has none to wait for), then is retried there
-  once, but only if replaying it is safe: the command is idempotent, never reached the server,
-  or was refused with ``READONLY`` (a demoted master writes nothing).
-- Every server has a circuit breaker (``breaker``), so a dead one costs a fast failure.
-- Failing open (``FAIL_OPEN``), a failed shard's replies are replaced by the replies of an empty
-  server, so reads miss and writes report that nothing was stored; each outage is logged once.
+Sans-I/O: the plans here are generators that yield actions (``Start`` a pipeline, ``Finish``
+reading it, wait until one of several is ``Ready``, ...) and get each action's outcome back;
+``driver`` carries them out with blocking sockets or with asyncio, and decides nothing.
+
+What the plans keep:
+
+- **A read is answered while any server of its shard answers.** It goes to the master (or a
+  replica with ``READ_FROM_REPLICAS``); one that has not answered after ``HEDGE_DELAY`` is also
+  sent to a replica and the first reply wins; a failed one is retried on the usable replicas,
+  then on a new master. Reads never wait for a promotion.
+- **A write goes only to a master that no sentinel reports down**, and is replayed only where
+  that is safe: it is idempotent, never reached the server, or was refused with ``READONLY``
+  (a demoted master writes nothing). It may wait up to ``FAILOVER_TIMEOUT`` for a promotion.
+- **A reply from a replica is returned but never kept** in the near-cache (it may lag).
+- **Breakers** open after repeated failures of a server (at once when nothing listens); local
+  shortages (``PoolExhausted``) and slow replies that lost a hedge never count against one.
+- **Failing open**, a failed shard answers as an empty server would, and the keys of every
+  write it dropped are recorded (``dropped``) before the call returns, so this process never
+  reads back an older value; the record is repaired on the shard's next successful call.
+- Every shard's request of a multi-shard call is sent before any reply is awaited.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import random
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from hacache.endpoint import Command, Pending, Replies
+from hacache.endpoint import BreakerOpen, Command, Endpoint, Pending, Replies
+from hacache.pool import PoolExhausted
 
 if TYPE_CHECKING:
-    from hacache.shard import Shard
+    from hacache.router import Op, Router
+    from hacache.shard import Shard, View
 
-logger = logging.getLogger("hacache")
+logger = logging.getLogger("hacache.failover")
 
-# What each command answers on a server that holds nothing: a failed shard's replies when
-# failing open. SET's None reads as "not stored"; FLUSHDB's None as "not cleared".
+
+class MasterDown(RedisConnectionError):
+    """A sentinel reports the shard's master down: writes are held back from it."""
+
+
+# -- actions: what a plan asks the driver to do, and what it gets back ---------------------
+
+
+class Start(NamedTuple):
+    """Send a pipeline. Outcome: a ``Pending`` (its ``error`` set if it could not be sent)."""
+
+    endpoint: Endpoint
+    commands: list[Command]
+    idempotent: bool  # False: check a reused connection before sending (it cannot be replayed)
+
+
+class Finish(NamedTuple):
+    """Read a sent pipeline's replies. Outcome: ``Replies``, or the ``RedisError`` it met."""
+
+    pending: Pending
+
+
+class Ready(NamedTuple):
+    """Wait until one of the pendings has a reply to read. Outcome: its index, or None."""
+
+    pendings: tuple[Pending, ...]
+    timeout: float
+
+
+class Discard(NamedTuple):
+    """Give up on a sent pipeline: its connection is closed unread. Outcome: None."""
+
+    pending: Pending
+
+
+class CloseIdle(NamedTuple):
+    """Close the endpoint's idle connections (a stale one was found). Outcome: None."""
+
+    endpoint: Endpoint
+
+
+class Discover(NamedTuple):
+    """Ask Sentinel for the shard's servers now. Outcome: None, or the error that stopped it."""
+
+    shard: Shard
+
+
+class WaitFor(NamedTuple):
+    """Wait until ``until(shard.view)`` holds or ``timeout`` passes. Outcome: None."""
+
+    shard: Shard
+    until: Callable[[View], bool]
+    timeout: float
+
+
+Plan = Generator[Any, Any, Any]
+
+# -- what a failed shard answers, failing open ----------------------------------------------
+
+# What each command answers on a server that holds nothing. SET's None reads as "not stored";
+# FLUSHDB's None as "not cleared".
 _EMPTY_REPLY: dict[str, Any] = {
     "GET": None, "EXISTS": 0, "DEL": 0, "SET": None, "MSET": None, "EXPIRE": 0, "PERSIST": 0,
-    "PTTL": -2, "EVAL": None, "FLUSHDB": None,
+    "PTTL": -2, "EVAL": None, "EVALSHA": None, "FLUSHDB": None,
 }  # fmt: skip
 _LOG_EVERY = 10.0  # seconds between repeated warnings about the same shard
 _last_logged: dict[str, float] = {}
@@ -54,55 +129,242 @@ def log_failure(shard: Shard, error: BaseException) -> None:
     now = time.monotonic()
     if now - _last_logged.get(shard.name, -_LOG_EVERY) >= _LOG_EVERY:
         _last_logged[shard.name] = now
-        logger.warning("hacache: shard %r unavailable, failing open: %s", shard.name, error)
+        what = "no free connection" if isinstance(error, PoolExhausted) else "unavailable"
+        logger.warning("hacache: shard %r %s, failing open: %s", shard.name, what, error)
 
 
-def _replayable(pending: Pending, error: RedisError, idempotent: bool) -> bool:
-    return idempotent or not pending.sent or isinstance(error, ReadOnlyError)
+# -- one pipeline on one endpoint -----------------------------------------------------------
 
 
-def recover(
-    shard: Shard, pending: Pending, error: RedisError, idempotent: bool, readonly: bool
-) -> Replies:
-    failed = pending.endpoint
+def _stale(pending: Pending, error: RedisError) -> bool:
+    # A connection that sat idle may have been closed by a server restart: the first use
+    # fails at once with a connection error. A timeout is a live problem, not staleness.
+    return (
+        pending.reused
+        and isinstance(error, RedisConnectionError)
+        and not isinstance(error, (RedisTimeoutError, PoolExhausted))
+    )
+
+
+def _refused(error: BaseException) -> bool:
+    """Nothing listens at the address: no point in trying it again before the cooldown."""
+    return isinstance(error.__context__, ConnectionRefusedError)
+
+
+def read_only(replies: Replies) -> ReadOnlyError | None:
+    """A READONLY reply, wherever it stands: this server is no longer a master."""
+    for reply in replies:
+        if reply.__class__ is ReadOnlyError:
+            return reply
+    return None
+
+
+def start(endpoint: Endpoint, commands: list[Command], idempotent: bool = True) -> Plan:
+    """Send, unless the endpoint's breaker refuses. Returns the ``Pending``."""
+    if not endpoint.breaker.allow():
+        error = BreakerOpen(f"{endpoint.address} failed repeatedly; retrying after a cooldown")
+        return Pending(endpoint, None, False, commands, error, False)
+    return (yield Start(endpoint, commands, idempotent))
+
+
+def finish(pending: Pending, idempotent: bool = True) -> Plan:
+    """Read the replies, booking the outcome with the breaker; retry once if it was stale."""
+    endpoint = pending.endpoint
+    outcome = pending.error if pending.connection is None else (yield Finish(pending))
+    if outcome.__class__ is list:
+        error = read_only(outcome)
+        if error is None:
+            endpoint.breaker.success()
+            return outcome
+        endpoint.breaker.failure()
+        raise error
+    if _stale(pending, outcome):
+        yield CloseIdle(endpoint)  # its idle siblings are most likely stale too
+        if idempotent:
+            fresh = yield Start(endpoint, pending.commands, True)
+            return (yield from finish(fresh._replace(reused=False)))
+    if not isinstance(outcome, (BreakerOpen, PoolExhausted)):
+        endpoint.breaker.failure(_refused(outcome))
+    raise outcome
+
+
+def exchange(endpoint: Endpoint, commands: list[Command], idempotent: bool = True) -> Plan:
+    pending = yield from start(endpoint, commands, idempotent)
+    return (yield from finish(pending, idempotent))
+
+
+# -- one pipeline on one shard --------------------------------------------------------------
+
+
+def pick(view: View, readonly: bool, from_replicas: bool) -> Endpoint:
+    replicas = view.replicas
+    if readonly and from_replicas and replicas:
+        return random.choice(replicas)
+    return view.master  # type: ignore[return-value]
+
+
+def _read_candidates(view: View, tried: list[Endpoint]) -> list[Endpoint]:
+    """Where a failed read goes next: usable replicas in random order, then the master."""
+    candidates = [r for r in view.replicas if r not in tried]
+    random.shuffle(candidates)
+    if view.master is not None and view.master not in tried:
+        candidates.append(view.master)
+    return candidates
+
+
+def _hedged(shard: Shard, view: View, pending: Pending, delay: float) -> Plan:
+    """Read ``pending``; if no reply comes within ``delay``, ask a replica too: first wins.
+
+    Returns (replies, endpoint that answered)."""
+    if (yield Ready((pending,), delay)) is None:
+        spare = [r for r in view.replicas if r is not pending.endpoint]
+        if spare:
+            second = yield from start(random.choice(spare), pending.commands)
+            if second.connection is not None:
+                index = yield Ready((pending, second), shard.options.socket_timeout)
+                if index is None:
+                    yield Discard(pending)
+                    yield Discard(second)
+                    raise RedisTimeoutError(
+                        f"neither {pending.endpoint.address} nor {second.endpoint.address} "
+                        f"answered within {shard.options.socket_timeout}s"
+                    )
+                first, other = (second, pending) if index else (pending, second)
+                try:
+                    replies = yield from finish(first)
+                except RedisError:
+                    first = other
+                    replies = yield from finish(other)
+                else:
+                    yield Discard(other)  # slow, not failed: no breaker failure for it
+                return replies, first.endpoint
+    return (yield from finish(pending)), pending.endpoint
+
+
+def call(shard: Shard, commands: list[Command], op: Op, router: Router) -> Plan:
+    """Send one pipeline to the shard and return its replies, or raise naming the shard."""
+    view = shard.view
+    if view.master is None:
+        error = yield Discover(shard)
+        view = shard.view
+        if view.master is None:
+            raise shard.error(error or RedisConnectionError("no sentinel knows the master"))
     if shard.monitor is not None:
-        shard.monitor.refresh()
-    if readonly:
-        for endpoint in shard.read_endpoints(exclude=failed):
+        shard.monitor.ensure_running()
+    readonly = op.readonly
+    endpoint = pick(view, readonly and not op.fills, shard.options.read_from_replicas)
+    dropped = router.dropped
+    # Repairs ride on writes to the master: a read may be hedged to a replica, which refuses DEL.
+    repair = dropped.repair(shard) if dropped.waiting and not readonly else None
+    pending: Pending | None = None
+    try:
+        if not readonly and view.master_down:
+            raise MasterDown(f"a sentinel reports {endpoint.address} down; write held back")
+        sent = commands if repair is None else [*repair.commands, *commands]
+        pending = yield from start(endpoint, sent, op.idempotent)
+        if readonly and view.replicas and pending.connection is not None and shard.hedge_delay:
+            replies, endpoint = yield from _hedged(shard, view, pending, shard.hedge_delay)
+        else:
+            replies = yield from finish(pending, op.idempotent)
+    except RedisError as error:
+        was_sent = pending is not None and pending.sent
+        replies, endpoint = yield from _recover(shard, endpoint, error, commands, op, was_sent)
+    else:
+        if repair is not None:
+            replies = dropped.repaired(repair, replies)
+    if op.fills and endpoint is not view.master:
+        op.cleanup()  # type: ignore[misc]  # voids the leases: a replica's reply is not kept
+    return replies
+
+
+def _replayable(sent: bool, error: RedisError, idempotent: bool) -> bool:
+    return idempotent or not sent or isinstance(error, ReadOnlyError)
+
+
+def _recover(
+    shard: Shard, failed: Endpoint, error: RedisError, commands: list[Command], op: Op, sent: bool
+) -> Plan:
+    """After a failure: returns (replies, endpoint that answered), or raises naming the shard."""
+    monitor = shard.monitor
+    if monitor is not None:
+        if isinstance(error, ReadOnlyError):
+            shard.demoted(failed)
+            yield Discover(shard)  # a demoted master: ask Sentinel now, not in a second
+        else:
+            monitor.refresh()
+    if op.readonly:
+        tried = [failed]
+        for endpoint in _read_candidates(shard.view, tried):
+            tried.append(endpoint)
             try:
-                return endpoint.call(pending.commands)
+                return (yield from exchange(endpoint, commands)), endpoint
             except RedisError as exc:
                 error = exc
-    elif shard.monitor is not None and _replayable(pending, error, idempotent):
-        master = shard.wait_for_new_master(failed, shard.options.failover_timeout)
-        if master is not None:
+    elif monitor is not None and _replayable(sent, error, op.idempotent):
+        timeout = shard.options.failover_timeout
+        if timeout:
+            yield WaitFor(shard, lambda v: v.master is not failed and not v.master_down, timeout)
+        view = shard.view
+        if view.master is not None and view.master is not failed and not view.master_down:
             try:
-                return master.call(pending.commands, idempotent)
+                return (yield from exchange(view.master, commands, op.idempotent)), view.master
             except RedisError as exc:
                 error = exc
     raise shard.error(error, failed) from error
 
 
-async def arecover(
-    shard: Shard, pending: Pending, error: RedisError, idempotent: bool, readonly: bool
-) -> Replies:
-    failed = pending.endpoint
-    if shard.monitor is not None:
-        shard.monitor.refresh()
-    if readonly:
-        for endpoint in shard.read_endpoints(exclude=failed):
-            try:
-                return await endpoint.acall(pending.commands)
-            except RedisError as exc:
-                error = exc
-    elif shard.monitor is not None and _replayable(pending, error, idempotent):
-        deadline = time.monotonic() + shard.options.failover_timeout
-        while shard.master is failed and time.monotonic() < deadline:
-            await asyncio.sleep(0.005)  # the monitor thread moves the master; poll for it
-        master = shard.master
-        if master is not None and master is not failed:
-            try:
-                return await master.acall(pending.commands, idempotent)
-            except RedisError as exc:
-                error = exc
-    raise shard.error(error, failed) from error
+# -- a whole operation, over one or more shards ---------------------------------------------
+
+
+def _failed_open(router: Router, op: Op, index: int, error: Exception) -> Replies:
+    """Failing open: answer for the shard as an empty server would, and record the drop."""
+    if not (router.fail_open and isinstance(error, RedisError)):
+        raise error
+    shard, commands = op.batches[index]
+    log_failure(shard, error)
+    if op.cleanup is not None:
+        op.cleanup()  # voids near-cache leases, so the made-up replies are never kept
+    if op.writes is not None:
+        router.dropped.record(shard, op.writes[index])
+    return empty_replies(commands)
+
+
+def run(op: Op, router: Router) -> Plan:
+    batches = op.batches
+    if len(batches) == 1:
+        shard, commands = batches[0]
+        try:
+            replies = yield from call(shard, commands, op, router)
+        except Exception as exc:
+            replies = _failed_open(router, op, 0, exc)
+        return op.finish([replies])
+    plans = [call(shard, commands, op, router) for shard, commands in batches]
+    results: list[Any] = [None] * len(plans)
+    parked: list[Any] = [None] * len(plans)
+    for i, plan in enumerate(plans):  # send everything first: the shards work concurrently
+        try:
+            action = next(plan)
+            while action.__class__ is Start:
+                action = plan.send((yield action))
+            parked[i] = action
+        except StopIteration as stop:
+            results[i], plans[i] = stop.value, None  # type: ignore[call-overload]
+        except Exception as exc:
+            results[i], plans[i] = exc, None  # type: ignore[call-overload]
+    for i, plan in enumerate(plans):
+        if plan is None:
+            continue
+        action = parked[i]
+        try:
+            while True:
+                action = plan.send((yield action))
+        except StopIteration as stop:
+            results[i] = stop.value
+        except Exception as exc:  # read every other shard before raising
+            results[i] = exc
+    errors = [i for i, r in enumerate(results) if isinstance(r, Exception)]
+    if errors and not router.fail_open:
+        raise results[errors[0]]
+    for i in errors:
+        results[i] = _failed_open(router, op, i, results[i])
+    return op.finish(results)

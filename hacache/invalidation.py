@@ -25,11 +25,13 @@ from typing import Any
 
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from hacache.endpoint import Command
+from hacache.driver import drive
+from hacache.endpoint import Command, Endpoint
+from hacache.failover import exchange
 from hacache.nearcache import NearCache
 from hacache.shard import Shard
 
-logger = logging.getLogger("hacache")
+logger = logging.getLogger("hacache.invalidation")
 
 PUBLISH = (
     "local seq = redis.call('INCR', KEYS[1]) "
@@ -149,8 +151,16 @@ class Subscriber(threading.Thread):
             self._stopping.wait(delay * random.uniform(0.5, 1.5))
             delay = min(delay * 2, RECONNECT_DELAY[1])
 
+    def _current_master(self) -> Endpoint:
+        shard = self.shard
+        if shard.view.master is None:
+            shard.discover()
+        if shard.monitor is not None:
+            shard.monitor.ensure_running()
+        return shard.view.master  # type: ignore[return-value]
+
     def _listen(self) -> None:
-        master = self.shard.current_master()
+        master = self._current_master()
         kwargs = {**master.connection_kwargs, "socket_timeout": HEARTBEAT}
         self._connection = connection = master.connection_class(**kwargs)
         if self._stopping.is_set():
@@ -160,7 +170,7 @@ class Subscriber(threading.Thread):
             connection.read_response()
             # Sent on another connection after the subscription took effect: every message
             # with a higher number will reach us.
-            baseline = int(self.shard.call([("GET", self.bus.seq_key)])[0] or 0)
+            baseline = int(drive(exchange(master, [("GET", self.bus.seq_key)]))[0] or 0)
             last = self.last_seq = baseline
             self.near.trust(self.shard.name)
             self.subscriptions += 1
@@ -202,4 +212,6 @@ class Subscriber(threading.Thread):
             self.near.flush(shard)
         elif origin.decode() != self.bus.origin:
             self.near.evict(json.loads(payload), remote=True)
+        else:  # ours: already evicted when the write returned, unless it failed (in doubt)
+            self.near.own_invalidation(json.loads(payload))
         return last

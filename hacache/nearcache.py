@@ -72,6 +72,10 @@ class NearCache:
         self._epochs = dict.fromkeys(shards, 0)
         self._trusted = dict.fromkeys(shards, False)
         self._ready = threading.Condition(self._lock)
+        # Keys of writes of ours that failed after being sent (a timeout): the server may
+        # still run them, later than a read of ours. Not kept near until our own
+        # invalidation of them arrives, or for ``max_ttl`` at most.
+        self._doubted: dict[str, float] = {}
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -95,6 +99,10 @@ class NearCache:
         with self._lock:
             if not self._trusted[shard]:
                 return None
+            if self._doubted and key in self._doubted:
+                if self._doubted[key] > monotonic():
+                    return None  # a write of ours may still land: keep nothing meanwhile
+                del self._doubted[key]
             token = next(self._tokens)
             held = self._leases.get(key)
             if held is None:
@@ -110,7 +118,12 @@ class NearCache:
             if not self._release(lease):
                 self.stats.refused_fills += 1
                 return
-            ttl = self.max_ttl if ttl_ms < 0 else min(self.max_ttl, ttl_ms / 1000)
+            if ttl_ms >= 0:
+                ttl = min(self.max_ttl, ttl_ms / 1000)
+            elif ttl_ms == -1 or value is ABSENT:  # no expiry, or a miss (PTTL -2)
+                ttl = self.max_ttl
+            else:
+                return  # the value expired between the GET and the PTTL: nothing to keep
             if ttl <= 0:
                 return
             size = _ENTRY_OVERHEAD + len(lease.key) + (len(value) if value is not ABSENT else 0)
@@ -158,6 +171,20 @@ class NearCache:
                 if remote:
                     self.stats.invalidations += 1
 
+    def doubt(self, keys: Iterable[str]) -> None:
+        """Our write of these keys failed after it was sent: it may still run."""
+        until = monotonic() + self.max_ttl
+        with self._lock:
+            for key in keys:
+                self._doubted[key] = until
+
+    def own_invalidation(self, keys: Iterable[str]) -> None:
+        """Our own invalidation came back: it only matters for keys in doubt."""
+        if self._doubted:
+            with self._lock:
+                doubted = [key for key in keys if self._doubted.pop(key, None) is not None]
+            self.evict(doubted)
+
     def flush(self, shard: str | None = None) -> None:
         """Drop one shard's entries (all shards: ``None``) and void their leases."""
         with self._lock:
@@ -201,6 +228,7 @@ class NearCache:
         self._ready = threading.Condition(self._lock)
         self._entries.clear()
         self._leases.clear()
+        self._doubted.clear()
         self._bytes = 0
         for shard in self._epochs:
             self._epochs[shard] += 1

@@ -82,7 +82,9 @@ def _done(value: Any) -> Op:
 
 
 class Ops:
-    __slots__ = ("_bus", "_covers", "_dumps", "_loads", "_near", "_publish", "_router", "_wait")
+    __slots__ = (
+        "_bus", "_covers", "_dropped", "_dumps", "_loads", "_near", "_publish", "_router", "_wait",
+    )  # fmt: skip
 
     def __init__(self, router: Router, serializer: Serializer) -> None:
         self._router = router
@@ -94,9 +96,14 @@ class Ops:
         near_options = router.options.near_cache
         self._covers = near_options.covers if near_options else None
         self._wait = (router.options.wait_replicas, router.options.wait_timeout)
+        self._dropped = router.dropped
 
     def _read_one(self, key: str, commands: list[Command], finish: Any) -> Op:
         return Op([(self._router.shard_for(key), commands)], finish, readonly=True)
+
+    def _hidden(self, key: str) -> bool:
+        """Recorded as dropped by a write that failed open: a miss until repaired."""
+        return self._dropped.hides(key, self._router.shard_for(key))
 
     def _near_lookup(self, key: str) -> Any:
         """The near-cache's answer for ``key``: raw bytes, ``ABSENT``, or ``MISS``."""
@@ -111,8 +118,9 @@ class Ops:
     def _write_one(
         self, key: str, commands: list[Command], finish: Any, idempotent: bool = True
     ) -> Op:
-        op = Op([(self._router.shard_for(key), commands)], finish, idempotent)
-        return self._write(op, [[key]])
+        keys = [[key]]
+        op = Op([(self._router.shard_for(key), commands)], finish, idempotent, writes=keys)
+        return self._write(op, keys)
 
     def _write(self, op: Op, keys_per_batch: list[list[str] | None]) -> Op:
         """Add to each batch its ``WAIT`` for replicas and the invalidation of its keys (None:
@@ -144,10 +152,15 @@ class Ops:
         finish = op.finish
 
         fail_open = self._router.options.fail_open
+        dropped = self._dropped
+        writes = op.writes or [None] * len(op.batches)
 
         def checked(results: list[Replies]) -> Any:
             trimmed = []
-            for (shard, commands), replies, extra in zip(op.batches, results, extras, strict=True):
+            outcome[0] = True
+            for (shard, commands), replies, extra, written in zip(
+                op.batches, results, extras, writes, strict=True
+            ):
                 if extra:
                     tail = replies[len(replies) - len(extra) :]
                     replies = replies[: len(replies) - len(extra)]
@@ -161,21 +174,30 @@ class Ops:
                             if not fail_open:
                                 raise error
                             failover.log_failure(shard, error)  # reported as not stored
+                            dropped.record(shard, written)  # the old value lives on replicas
                             replies = failover.empty_replies(commands)
                 trimmed.append(replies)
             return finish(trimmed)
 
+        outcome = [False]  # the replies came back (True), or the call raised or failed open
         cleanup = None
         if near is not None:
             if None in keys_per_batch:
                 cleanup = near.flush
             else:
                 evicted = [k for keys in keys_per_batch if keys for k in keys]
-                cleanup = lambda: near.evict(evicted)  # noqa: E731
-        return Op(batches, checked, op.idempotent, cleanup)
+
+                def cleanup() -> None:
+                    near.evict(evicted)
+                    if not outcome[0]:
+                        near.doubt(evicted)
+
+        return Op(batches, checked, op.idempotent, cleanup, writes=op.writes)
 
     def get(self, key: str, default: Any) -> Op:
         loads = self._loads
+        if self._dropped.waiting and self._hidden(key):
+            return _done(default)
         hit = self._near_lookup(key)
         if hit is not None:
             if hit is ABSENT:
@@ -192,12 +214,14 @@ class Ops:
                     near.fill(lease, ABSENT if value is None else value, ttl)
                     return default if value is None else loads(value)
 
-                # Read from the master only: a replica may not yet have a write whose
-                # invalidation has already arrived, and its reply would then be kept.
+                # Kept only if the master answers: a replica may not yet have a write whose
+                # invalidation has already arrived (failover.call voids the lease otherwise).
                 return Op(
                     [(shard, [("GET", key), ("PTTL", key)])],
                     fill,
                     cleanup=lambda: near.release(lease),
+                    readonly=True,
+                    fills=True,
                 )
 
         def finish(results: list[Replies]) -> Any:
@@ -229,6 +253,8 @@ class Ops:
         return self._write_one(key, [("DEL", key)], lambda r: bool(_first(r)))
 
     def has_key(self, key: str) -> Op:
+        if self._dropped.waiting and self._hidden(key):
+            return _done(False)
         hit = self._near_lookup(key)
         if hit is not None and hit is not MISS:
             return _done(hit is not ABSENT)
@@ -247,6 +273,8 @@ class Ops:
     def get_many(self, keys: Iterable[str]) -> Op:
         loads = self._loads
         found: dict[str, Any] = {}
+        if self._dropped.waiting:
+            keys = [key for key in keys if not self._hidden(key)]
         leasable: set[str] = set()
         if self._near is not None:
             remote = []
@@ -297,7 +325,7 @@ class Ops:
                         near.release(lease)
 
         leased = any(lease is not None for shard_leases in leases for lease in shard_leases)
-        return Op(batches, finish, cleanup=cleanup, readonly=not leased)
+        return Op(batches, finish, cleanup=cleanup, readonly=True, fills=leased)
 
     def set_many(self, data: Mapping[str, Any], timeout: int | None) -> Op:
         """Answers the keys not stored (their shard failed, failing open)."""
@@ -329,22 +357,27 @@ class Ops:
                 for key in stored
             ]
 
-        return self._write(Op(batches, finish), keys_per_batch)
+        return self._write(Op(batches, finish, writes=keys_per_batch), keys_per_batch)
 
     def delete_many(self, keys: Iterable[str]) -> Op:
         groups = self._router.group(keys)
+        written: list[list[str] | None] = list(groups.values())
         op = Op(
-            [(shard, [("DEL", *shard_keys)]) for shard, shard_keys in groups.items()], _check_all
+            [(shard, [("DEL", *shard_keys)]) for shard, shard_keys in groups.items()],
+            _check_all,
+            writes=written,
         )
-        return self._write(op, list(groups.values()))
+        return self._write(op, written)
 
     def clear(self) -> Op:
         shards = self._router.shards.values()
+        everything: list[list[str] | None] = [None] * len(shards)
         op = Op(
             [(shard, [("FLUSHDB",)]) for shard in shards],
             lambda r: _check_all(r) or all(replies[0] is not None for replies in r),
+            writes=everything,
         )
-        return self._write(op, [None] * len(shards))
+        return self._write(op, everything)
 
     def dump(self, key: str) -> Op:
         """The raw stored value and its remaining lifetime in ms (-1: none), or None if absent."""

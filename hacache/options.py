@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import inspect
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -42,6 +43,13 @@ _SHARD_URL_PARAMS = frozenset({"name", "weight"})
 # Connection arguments we decide, so a user's CONNECTION_OPTIONS may not override them.
 _RESERVED_CONNECTION_KWARGS = frozenset(
     {"host", "port", "path", "db", "username", "password", "connection_class", "retry"}
+)
+
+# How this redis-py says "send no CLIENT SETINFO on connect" (driver_info since 7.1).
+_NO_SETINFO: dict[str, None] = (
+    {"driver_info": None}
+    if "driver_info" in inspect.signature(sync_connection.AbstractConnection.__init__).parameters
+    else {"lib_name": None, "lib_version": None}
 )
 
 _ASYNC_CLASS = {
@@ -94,6 +102,8 @@ class Options:
     eject_seconds: float | None
     wait_replicas: int
     wait_timeout: float
+    hedge_delay: float
+    dropped_writes_max: int
 
 
 @dataclass(frozen=True)
@@ -216,6 +226,8 @@ SCHEMA: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
     "EJECT_SECONDS": (_positive_number, 30.0),
     "WAIT_REPLICAS": (_count, 0),
     "WAIT_TIMEOUT": (_positive_number, 0.1),
+    "HEDGE_DELAY": (_seconds_or_zero, 0.05),
+    "DROPPED_WRITES_MAX": (_positive_int, 100_000),
 }
 
 
@@ -320,6 +332,7 @@ def parse_sentinel_shard(url: str, common: Mapping[str, Any]) -> ShardSpec:
         sentinel_kwargs=MappingProxyType(
             {
                 "protocol": 2,
+                **_NO_SETINFO,
                 "socket_timeout": timeout,
                 "socket_connect_timeout": timeout,
                 **sentinel_auth,
@@ -444,8 +457,11 @@ def parse_options(location: Any, options: Any) -> Options:
             "drop VNODES or use PLACEMENT 'consistent'",
         )
     common = {
-        # RESP2 needs no HELLO round trip on connect; hacache parses every reply itself.
+        # RESP2 needs no HELLO round trip on connect; hacache parses every reply itself. No
+        # CLIENT SETINFO either: a connect then waits for nothing (without AUTH or SELECT), so
+        # a hung server costs a hedged read its hedge delay, not a socket timeout.
         "protocol": 2,
+        **_NO_SETINFO,
         "socket_connect_timeout": values["SOCKET_CONNECT_TIMEOUT"],
         "socket_timeout": values["SOCKET_TIMEOUT"],
         **extra,
@@ -485,4 +501,6 @@ def parse_options(location: Any, options: Any) -> Options:
         eject_seconds=values["EJECT_SECONDS"] if values["EJECT_DEAD_SHARDS"] else None,
         wait_replicas=values["WAIT_REPLICAS"],
         wait_timeout=values["WAIT_TIMEOUT"],
+        hedge_delay=values["HEDGE_DELAY"],
+        dropped_writes_max=values["DROPPED_WRITES_MAX"],
     )

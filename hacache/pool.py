@@ -1,10 +1,12 @@
-"""Lean per-shard connection pools over redis-py's connection classes.
+"""Lean per-endpoint connection pools over redis-py's connection classes.
 
 redis-py's own pool polls every connection it hands out and records metrics on each checkout;
 measured here that doubles the cost of a loopback GET. These pools keep idle connections in a
-LIFO deque (atomic under the GIL, so no lock on the hot path) and rely on the callers' rule
+LIFO deque (atomic under the GIL, so no lock on the hot path) and rely on the drivers' rule
 instead: a connection goes back only after every reply it was sent has been read, and is
-discarded on any error. Connections inherited across ``fork()`` are dropped in the child.
+discarded (exactly once) on any error. After ``fork()`` the child drops the connections it
+inherited and starts with all of ``MAX_CONNECTIONS`` free: permits held by the parent's other
+threads would otherwise be lost for good.
 """
 
 from __future__ import annotations
@@ -31,11 +33,26 @@ os.register_at_fork(after_in_child=_forget_connections_after_fork)
 
 
 class PoolExhausted(RedisConnectionError):
-    """All ``MAX_CONNECTIONS`` connections stayed busy for ``POOL_TIMEOUT`` seconds."""
+    """All ``MAX_CONNECTIONS`` connections stayed busy for ``POOL_TIMEOUT`` seconds.
+
+    A local shortage, not a sign that the server failed: it never counts against a breaker.
+    """
+
+
+def _pop_all(free: deque[Any]) -> list[Any]:
+    """Empty a deque other threads may be popping from too."""
+    taken = []
+    while True:
+        try:
+            taken.append(free.pop())
+        except IndexError:
+            return taken
 
 
 class SyncPool:
-    __slots__ = ("__weakref__", "_free", "_kwargs", "_limit", "_pool_timeout", "connection_class")
+    __slots__ = (
+        "__weakref__", "_free", "_kwargs", "_limit", "_max", "_pool_timeout", "connection_class",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -47,13 +64,15 @@ class SyncPool:
         self.connection_class = connection_class
         self._kwargs = dict(kwargs)
         self._free: deque[Any] = deque()
+        self._max = max_connections
         self._limit = threading.BoundedSemaphore(max_connections) if max_connections else None
         self._pool_timeout = pool_timeout
         _live_pools.add(self)
 
     def acquire(self) -> tuple[Any, bool]:
         """A connection and whether it was used before (a reused one may have gone stale)."""
-        if self._limit is not None and not self._limit.acquire(timeout=self._pool_timeout):
+        limit = self._limit
+        if limit is not None and not limit.acquire(timeout=self._pool_timeout):
             raise PoolExhausted(f"no free connection within {self._pool_timeout}s")
         try:
             return self._free.pop(), True
@@ -66,17 +85,21 @@ class SyncPool:
             self._limit.release()
 
     def discard(self, connection: Any) -> None:
-        connection.disconnect()
-        if self._limit is not None:
-            self._limit.release()
+        try:
+            connection.disconnect()
+        finally:
+            if self._limit is not None:
+                self._limit.release()
 
     def forget(self) -> None:
-        """Drop idle connections without closing them: they belong to the parent process."""
+        """After fork: drop idle connections unclosed (the parent's) and every held permit."""
         self._free = deque()
+        if self._max:
+            self._limit = threading.BoundedSemaphore(self._max)
 
     def close(self) -> None:
-        while self._free:
-            self._free.pop().disconnect()
+        for connection in _pop_all(self._free):
+            connection.disconnect()
 
 
 class AsyncPool:
@@ -121,5 +144,18 @@ class AsyncPool:
                 self._limit.release()
 
     async def close(self) -> None:
-        while self._free:
-            await self._free.pop().disconnect()
+        for connection in _pop_all(self._free):
+            await connection.disconnect()
+
+    def abandon(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close the idle connections from outside ``loop`` (closed, or another thread's)."""
+        for connection in _pop_all(self._free):
+            transport = getattr(getattr(connection, "_writer", None), "transport", None)
+            if transport is None:
+                continue
+            if loop.is_closed():
+                sock = getattr(transport, "_sock", None)  # the loop can no longer close it
+                if sock is not None:
+                    sock.close()
+            else:
+                loop.call_soon_threadsafe(transport.close)

@@ -1,26 +1,27 @@
 """The ring plus one ``Shard`` per ring node: routes keys and runs operations across shards.
 
-Multi-shard operations send every shard's pipeline before reading any reply, so the shards work
-concurrently and a ``get_many`` over three shards costs about one round trip, without threads.
-Routers are process-wide (one per distinct configuration): Django builds a backend object per
-thread and closes it after every request, so pools must not live on the backend.
+Running an operation is the failure policy's plan (``failover.run``) carried out by a driver
+(``driver``): every shard's pipeline is sent before any reply is read, so a ``get_many`` over
+three shards costs about one round trip, without threads. Routers are process-wide (one per
+distinct configuration): Django builds a backend object per thread and closes it after every
+request, so pools must not live on the backend.
 
-Two failure policies apply here, to whole batches: failing open (``FAIL_OPEN``) answers for a
-failed shard as an empty server would; ejection (``EJECT_DEAD_SHARDS``) routes a dead shard's
-keys to the others while its breaker is open, at most ``EJECT_SECONDS`` at a time.
+Ejection (``EJECT_DEAD_SHARDS``) is routing, so it lives here: a dead shard's keys go to the
+others while its breaker is open, at most ``EJECT_SECONDS`` at a time.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
-from redis.exceptions import RedisError
-
 from hacache import failover
-from hacache.endpoint import Command, Pending, Replies
+from hacache.driver import adrive, drive
+from hacache.dropped import DroppedWrites
+from hacache.endpoint import Command, Replies
 from hacache.invalidation import Bus
 from hacache.nearcache import NearCache
 from hacache.options import Options, parse_options
@@ -32,7 +33,9 @@ class Op(NamedTuple):
     """What to send where, and how to turn the replies (one list per batch) into a result.
 
     ``cleanup`` runs once the call is over, whether it succeeded or raised (near-cache upkeep).
-    ``readonly`` batches may be served by replicas.
+    ``readonly`` batches may be served by replicas; a ``fills`` one keeps its replies in the
+    near-cache, so a replica's reply to it is returned but not kept. ``writes`` names, per
+    batch, the keys it writes (None: every key of the shard), for the dropped-write record.
     """
 
     batches: list[tuple[Shard, list[Command]]]
@@ -40,6 +43,8 @@ class Op(NamedTuple):
     idempotent: bool = True
     cleanup: Callable[[], None] | None = None
     readonly: bool = False
+    fills: bool = False
+    writes: list[list[str] | None] | None = None
 
 
 class Router:
@@ -57,7 +62,7 @@ class Router:
         self._node_for = self.ring.node_for
         self._eject_seconds = options.eject_seconds
         self._survivor_rings: dict[frozenset[str], HashRing] = {}
-        self._fail_open = options.fail_open
+        self.fail_open = options.fail_open
         near = options.near_cache
         self.near = (
             NearCache(self.shards, near.max_entries, near.max_bytes, near.ttl) if near else None
@@ -67,6 +72,9 @@ class Router:
             if options.publish_invalidations or near
             else None
         )
+        publish = self.bus.publish_command if self.bus and options.publish_invalidations else None
+        wait = (options.wait_replicas, options.wait_timeout)
+        self.dropped = DroppedWrites(options.dropped_writes_max, publish, wait)
 
     # -- routing ---------------------------------------------------------------------------
 
@@ -110,107 +118,24 @@ class Router:
     # -- running operations ----------------------------------------------------------------
 
     def run(self, op: Op) -> Any:
+        if not op.batches:
+            return op.finish([])  # answered by the near-cache
         if op.cleanup is None:
-            return self._run(op)
+            return drive(failover.run(op, self))
         try:
-            return self._run(op)
+            return drive(failover.run(op, self))
         finally:
             op.cleanup()
 
     async def arun(self, op: Op) -> Any:
+        if not op.batches:
+            return op.finish([])
         if op.cleanup is None:
-            return await self._arun(op)
+            return await adrive(failover.run(op, self))
         try:
-            return await self._arun(op)
+            return await adrive(failover.run(op, self))
         finally:
             op.cleanup()
-
-    def _failed_open(
-        self, op: Op, shard: Shard, commands: list[Command], exc: Exception
-    ) -> Replies:
-        """Failing open: log, and answer for the shard as an empty server would."""
-        if not (self._fail_open and isinstance(exc, RedisError)):
-            raise exc
-        failover.log_failure(shard, exc)
-        if op.cleanup is not None:
-            op.cleanup()  # voids near-cache leases, so the made-up replies are never kept
-        return failover.empty_replies(commands)
-
-    def _run(self, op: Op) -> Any:
-        batches = op.batches
-        if len(batches) == 1:
-            shard, commands = batches[0]
-            try:
-                replies = shard.call(commands, op.idempotent, op.readonly)
-            except Exception as exc:
-                replies = self._failed_open(op, shard, commands, exc)
-            return op.finish([replies])
-        pending: list[tuple[Shard, Pending | None]] = [(shard, None) for shard, _ in batches]
-        try:
-            for i, (shard, commands) in enumerate(batches):
-                try:
-                    pending[i] = (shard, shard.start(commands, op.idempotent, op.readonly))
-                except Exception as exc:  # e.g. no sentinel answered: no pipeline was sent
-                    pending[i] = (shard, exc)  # type: ignore[assignment]
-            results: list[Replies] = []
-            first_error: Exception | None = None
-            for i, (shard, started) in enumerate(pending):
-                pending[i] = (shard, None)
-                try:
-                    if isinstance(started, Exception):
-                        raise started
-                    results.append(shard.finish(started, op.idempotent, op.readonly))  # type: ignore[arg-type]
-                except Exception as exc:  # read every other shard before raising
-                    first_error = first_error or exc
-                    results.append(exc)  # type: ignore[arg-type]
-        finally:
-            for _, started in pending:  # only left over when interrupted
-                if isinstance(started, Pending) and started.connection is not None:
-                    started.endpoint.pool.discard(started.connection)
-        if first_error is not None:
-            results = [
-                self._failed_open(op, shard, commands, r) if isinstance(r, Exception) else r
-                for (shard, commands), r in zip(batches, results, strict=True)
-            ]
-        return op.finish(results)
-
-    async def _arun(self, op: Op) -> Any:
-        batches = op.batches
-        if len(batches) == 1:
-            shard, commands = batches[0]
-            try:
-                replies = await shard.acall(commands, op.idempotent, op.readonly)
-            except Exception as exc:
-                replies = self._failed_open(op, shard, commands, exc)
-            return op.finish([replies])
-        pending: list[tuple[Shard, Pending | None]] = [(shard, None) for shard, _ in batches]
-        try:
-            for i, (shard, commands) in enumerate(batches):
-                try:
-                    pending[i] = (shard, await shard.astart(commands, op.idempotent, op.readonly))
-                except Exception as exc:  # e.g. no sentinel answered: no pipeline was sent
-                    pending[i] = (shard, exc)  # type: ignore[assignment]
-            results: list[Replies] = []
-            first_error: Exception | None = None
-            for i, (shard, started) in enumerate(pending):
-                pending[i] = (shard, None)
-                try:
-                    if isinstance(started, Exception):
-                        raise started
-                    results.append(await shard.afinish(started, op.idempotent, op.readonly))  # type: ignore[arg-type]
-                except Exception as exc:
-                    first_error = first_error or exc
-                    results.append(exc)  # type: ignore[arg-type]
-        finally:
-            for _, started in pending:
-                if isinstance(started, Pending) and started.connection is not None:
-                    await started.endpoint.async_pool().discard(started.connection)
-        if first_error is not None:
-            results = [
-                self._failed_open(op, shard, commands, r) if isinstance(r, Exception) else r
-                for (shard, commands), r in zip(batches, results, strict=True)
-            ]
-        return op.finish(results)
 
     def close(self) -> None:
         if self.bus is not None:
@@ -221,6 +146,14 @@ class Router:
 
 _routers: dict[str, Router] = {}
 _routers_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    global _routers_lock
+    _routers_lock = threading.Lock()  # another thread may have held it at fork time
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def get_router(location: Any, options: Any) -> Router:

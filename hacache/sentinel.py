@@ -1,16 +1,23 @@
 """Sentinel discovery: which server is a shard's master, and which replicas may serve reads.
 
-Each Sentinel shard has one monitor thread per sentinel, each subscribed to that sentinel's
-events, so a ``+switch-master`` moves the shard to its new master within milliseconds of the
-promotion (whichever sentinel says it first), not after the next error or poll. They also
-re-read the topology every second and at once when a request reports a failure. Requests never
-talk to Sentinel themselves, except once to find the master on first use.
+Each Sentinel shard has one monitor thread per process. It keeps one subscription to every
+sentinel's events (a ``+switch-master`` moves the shard within milliseconds of the promotion,
+whichever sentinel says it first: the failover leader announces about a second before the
+others) and one kept command connection per sentinel, on which it re-reads the topology every
+second and at once when a request reports a failure. Requests never talk to Sentinel
+themselves, except to find the master on first use and after a ``READONLY`` reply.
+
+What the monitor keeps: a report is applied only if it is not older than the view in force
+(Sentinel's config-epoch decides, see ``shard.View``); while any sentinel reports the master
+down (``+sdown``), the view says so and writes are held back from it; a replica leaves the read
+set only when a sentinel reports it down, never for being ``disconnected``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import select
 import threading
 import time
 import weakref
@@ -19,13 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 from redis.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError, ResponseError
 
 if TYPE_CHECKING:
     from hacache.shard import Shard
 
-logger = logging.getLogger("hacache")
+logger = logging.getLogger("hacache.sentinel")
 
 EVENTS = (
     "+switch-master", "+sdown", "-sdown", "+odown", "-odown", "+slave", "+convert-to-slave",
@@ -68,164 +74,237 @@ def flags(info: Mapping[str, str]) -> frozenset[str]:
 
 
 def usable_replica(info: Mapping[str, str]) -> bool:
-    """Up in Sentinel's eyes, connected, and in step with its master (or only briefly not)."""
-    if flags(info) & {"s_down", "o_down", "disconnected"}:
+    """Not down in Sentinel's eyes, and in step with its master (or only briefly not).
+
+    A replica flagged only ``disconnected`` stays: it may be the one being promoted."""
+    if flags(info) & DOWN_FLAGS:
         return False
     if info.get("master-link-status") == "ok":
         return True
     return int(info.get("master-link-down-time", "0") or 0) < REPLICA_LINK_GRACE_MS
 
 
+Address = tuple[str, int]
+
+
+def _master_of(info: Mapping[str, str]) -> Address:
+    return info["ip"], int(info["port"])
+
+
 class SentinelMonitor:
     def __init__(
         self,
         shard: Shard,
-        sentinels: tuple[tuple[str, int], ...],
+        sentinels: tuple[Address, ...],
         service: str,
         sentinel_kwargs: Mapping[str, Any],
     ) -> None:
         self.shard = shard
-        self.sentinels = list(sentinels)
+        self.sentinels = list(sentinels)  # the last one that answered first
         self.service = service
         self._service_bytes = service.encode()
         self._kwargs = dict(sentinel_kwargs)
+        self._commands: dict[Address, Connection] = {}  # kept, used under _asking
+        self._asking = threading.Lock()
+        self._down: dict[Address, Address] = {}  # sentinel -> the master it reports down
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         _monitors.add(self)
 
     # -- asking Sentinel -------------------------------------------------------------------
 
-    def _ask(self, host: str, port: int) -> tuple[tuple[str, int] | None, list[Any]]:
-        connection = Connection(host=host, port=port, **self._kwargs)
+    def _ask(self, sentinel: Address) -> tuple[dict[str, str], list[Any]]:
+        connection = self._commands.get(sentinel)
+        if connection is None:
+            connection = Connection(host=sentinel[0], port=sentinel[1], **self._kwargs)
+            self._commands[sentinel] = connection
         try:
             connection.send_packed_command(
                 connection.pack_commands(
-                    [
-                        ("SENTINEL", "get-master-addr-by-name", self.service),
-                        ("SENTINEL", "replicas", self.service),
-                    ]
+                    [("SENTINEL", "MASTER", self.service), ("SENTINEL", "REPLICAS", self.service)]
                 )
             )
-            master = connection.read_response()
-            replicas = connection.read_response()
-        finally:
+            replies = []
+            for _ in range(2):
+                try:
+                    replies.append(connection.read_response())
+                except ResponseError as exc:  # e.g. this sentinel does not know the service
+                    replies.append(exc)
+        except BaseException:
+            self._commands.pop(sentinel, None)
             connection.disconnect()
-        address = None if master is None else (master[0].decode(), int(master[1]))
-        return address, replicas
+            raise
+        master, replicas = replies
+        for reply in replies:
+            if isinstance(reply, ResponseError):
+                raise reply
+        return pairs(master), replicas
 
-    def discover(self) -> bool:
-        """Ask the sentinels in turn, the last one that answered first; apply the answer."""
-        for i, (host, port) in enumerate(list(self.sentinels)):
-            try:
-                master, replicas = self._ask(host, port)
-            except RedisError as exc:
-                logger.debug("hacache: sentinel %s:%s did not answer: %s", host, port, exc)
-                continue
-            if master is None:
-                continue  # this sentinel does not know the service (yet)
-            if i:
-                self.sentinels.insert(0, self.sentinels.pop(i))
-            usable = []
-            for reply in replicas:
-                info = pairs(reply)
-                if usable_replica(info):
-                    usable.append((info["ip"], int(info["port"])))
-            self.shard.set_servers(master, usable)
-            return True
-        return False
+    def discover(self, everyone: bool = False) -> None:
+        """Ask the sentinels (all of them, or until one answers) and apply the newest report.
+
+        Raises ``ConnectionError`` when no sentinel knows the service."""
+        with self._asking:
+            answers = []
+            for sentinel in list(self.sentinels):
+                try:
+                    info, replicas = self._ask(sentinel)
+                except (RedisError, OSError) as exc:
+                    logger.debug("hacache: sentinel %s:%s did not answer: %s", *sentinel, exc)
+                    continue
+                self._note(sentinel, _master_of(info), bool(flags(info) & DOWN_FLAGS))
+                answers.append((int(info.get("config-epoch", "0") or 0), sentinel, info, replicas))
+                if not everyone:
+                    break
+            if not answers:
+                raise RedisConnectionError(
+                    f"no sentinel of {self.sentinels} knows the master of {self.service!r}"
+                )
+            epoch, sentinel, info, replicas = max(answers, key=lambda a: a[0])  # ties: first
+            if sentinel != self.sentinels[0]:
+                self.sentinels.remove(sentinel)
+                self.sentinels.insert(0, sentinel)
+            master = _master_of(info)
+            usable = [(r["ip"], int(r["port"])) for r in map(pairs, replicas) if usable_replica(r)]
+            self.shard.apply(master, usable, epoch, self._reported_down(master))
+
+    def _note(self, sentinel: Address, master: Address, down: bool) -> None:
+        if down:
+            self._down[sentinel] = master
+        elif self._down.get(sentinel) == master:
+            del self._down[sentinel]
+
+    def _reported_down(self, master: Address) -> bool:
+        return master in self._down.values()
 
     # -- the watching thread ---------------------------------------------------------------
 
     def ensure_running(self) -> None:
-        """One thread per sentinel: the sentinel that leads a failover announces it first,
-        about a second before the others, and any of them may be the one that is down."""
-        if not self._threads:
+        if self._thread is None:
             with self._lock:
-                if not self._threads:
-                    stopping = self._stopping
-                    self._threads = [
-                        threading.Thread(
-                            target=self._watch_forever,
-                            args=(host, port, stopping),
-                            name=f"hacache-sentinel-{self.shard.name}-{host}:{port}",
-                            daemon=True,
-                        )
-                        for host, port in self.sentinels
-                    ]
-                    for thread in self._threads:
-                        thread.start()
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._watch,
+                        args=(self._stopping,),
+                        name=f"hacache-sentinel-{self.shard.name}",
+                        daemon=True,
+                    )
+                    self._thread.start()
 
     def refresh(self) -> None:
-        """Ask the threads to re-read the topology now (a request just failed)."""
+        """Ask the thread to re-read the topology now (a request just failed)."""
         self._wake.set()
 
     def stop(self) -> None:
         with self._lock:
-            threads, self._threads = self._threads, []
+            thread, self._thread = self._thread, None
             self._stopping.set()
             self._stopping = threading.Event()  # may be started again (a closed router reused)
-        for thread in threads:
+        if thread is not None:
             thread.join(POLL * 5)
-
-    def after_fork(self) -> None:
-        self._lock = threading.Lock()
-        self._threads = []
-        self._wake = threading.Event()
-
-    def _watch_forever(self, host: str, port: int, stopping: threading.Event) -> None:
-        while not stopping.is_set():
-            try:
-                self._watch(host, port, stopping)
-            except (RedisError, OSError, ValueError) as exc:
-                logger.debug("hacache: sentinel %s:%s watch ended: %s", host, port, exc)
-            stopping.wait(POLL)
-
-    def _watch(self, host: str, port: int, stopping: threading.Event) -> None:
-        connection = Connection(host=host, port=port, **{**self._kwargs, "socket_timeout": POLL})
-        try:
-            connection.send_command("SUBSCRIBE", *EVENTS)
-            for _ in EVENTS:
-                connection.read_response()
-            if not self.discover():
-                raise RedisConnectionError(f"no sentinel knows {self.service!r}")
-            refreshed = last_heard = time.monotonic()
-            pinged_at: float | None = None
-            while not stopping.is_set():
-                now = time.monotonic()
-                if self._wake.is_set() or now - refreshed >= REFRESH_EVERY:
-                    self._wake.clear()
-                    self.discover()
-                    refreshed = now
-                try:
-                    message = connection.read_response(disconnect_on_error=False)
-                except RedisTimeoutError:
-                    if pinged_at is not None and now - pinged_at >= HEARTBEAT:
-                        raise RedisConnectionError("sentinel stopped answering") from None
-                    if pinged_at is None and now - last_heard >= HEARTBEAT:
-                        connection.send_command("PING")
-                        pinged_at = now
-                    continue
-                last_heard, pinged_at = time.monotonic(), None
-                if message[0] == b"message":
-                    self._on_event(message[1], message[2])
-        finally:
+        with self._asking:
+            commands, self._commands = self._commands, {}
+        for connection in commands.values():
             connection.disconnect()
 
-    def _on_event(self, channel: bytes, data: bytes) -> None:
+    def after_fork(self) -> None:
+        """Threads do not survive fork(); the parent's connections are left to the parent."""
+        self._lock = threading.Lock()
+        self._asking = threading.Lock()
+        self._thread = None
+        self._commands = {}
+        self._wake = threading.Event()
+
+    def _subscribe(self, sentinel: Address) -> Connection:
+        connection = Connection(host=sentinel[0], port=sentinel[1], **self._kwargs)
+        connection.send_command("SUBSCRIBE", *EVENTS)
+        for _ in EVENTS:
+            connection.read_response()
+        return connection
+
+    def _watch(self, stopping: threading.Event) -> None:
+        subscribed: dict[Address, Connection] = {}
+        retry_at: dict[Address, float] = {}
+        heard: dict[Address, float] = {}
+        pinged: dict[Address, float] = {}
+        refreshed = 0.0
+
+        def drop(sentinel: Address, why: BaseException | str) -> None:
+            logger.debug("hacache: sentinel %s:%s watch ended: %s", *sentinel, why)
+            subscribed.pop(sentinel).disconnect()
+            pinged.pop(sentinel, None)
+            retry_at[sentinel] = time.monotonic() + POLL * 5
+
+        try:
+            while not stopping.is_set():
+                now = time.monotonic()
+                for sentinel in self.sentinels:
+                    if sentinel not in subscribed and now >= retry_at.get(sentinel, 0.0):
+                        try:
+                            subscribed[sentinel] = self._subscribe(sentinel)
+                            heard[sentinel] = now
+                        except (RedisError, OSError) as exc:
+                            logger.debug("hacache: sentinel %s:%s: %s", *sentinel, exc)
+                            retry_at[sentinel] = now + POLL * 5
+                if self._wake.is_set() or now - refreshed >= REFRESH_EVERY:
+                    self._wake.clear()
+                    refreshed = now
+                    try:
+                        self.discover(everyone=True)
+                    except RedisError as exc:
+                        logger.debug("hacache: shard %r: %s", self.shard.name, exc)
+                sockets = {c._sock: s for s, c in subscribed.items() if c._sock is not None}
+                if not sockets:
+                    stopping.wait(POLL)
+                    continue
+                readable, _, _ = select.select(list(sockets), [], [], POLL)
+                for sock in readable:
+                    sentinel = sockets[sock]
+                    try:
+                        self._read_events(sentinel, subscribed[sentinel])
+                        heard[sentinel] = time.monotonic()
+                        pinged.pop(sentinel, None)
+                    except (RedisError, OSError, ValueError, IndexError) as exc:
+                        drop(sentinel, exc)
+                now = time.monotonic()
+                for sentinel in list(subscribed):  # a silent sentinel is PINGed, then dropped
+                    if sentinel in pinged and now - pinged[sentinel] >= HEARTBEAT:
+                        drop(sentinel, "no answer to PING")
+                    elif sentinel not in pinged and now - heard[sentinel] >= HEARTBEAT:
+                        try:
+                            subscribed[sentinel].send_command("PING")
+                            pinged[sentinel] = now
+                        except (RedisError, OSError) as exc:
+                            drop(sentinel, exc)
+        finally:
+            for connection in subscribed.values():
+                connection.disconnect()
+
+    def _read_events(self, sentinel: Address, connection: Connection) -> None:
+        while True:
+            message = connection.read_response(disconnect_on_error=False)
+            if message[0] == b"message":
+                self._on_event(sentinel, message[1], message[2])
+            if not connection.can_read(0):
+                return
+
+    def _on_event(self, sentinel: Address, channel: bytes, data: bytes) -> None:
         words = data.split()
-        if self._service_bytes not in words:
+        service = self._service_bytes
+        if service not in words:
             return
-        if channel == b"+switch-master" and words[0] == self._service_bytes:
+        if channel == b"+switch-master" and words[0] == service:
             # "<name> <old-ip> <old-port> <new-ip> <new-port>": act before asking anything.
-            self.shard.set_servers((words[3].decode(), int(words[4])), None)
-            logger.warning(
-                "hacache: shard %r: Sentinel promoted %s:%s (was %s:%s)",
-                self.shard.name,
-                words[3].decode(),
-                words[4].decode(),
-                words[1].decode(),
-                words[2].decode(),
-            )
-        self.discover()
+            new = (words[3].decode(), int(words[4]))
+            if self.shard.apply(new, None, None):
+                logger.warning(
+                    "hacache: shard %r: Sentinel promoted %s:%s (was %s:%s)",
+                    self.shard.name, *new, words[1].decode(), words[2].decode(),
+                )  # fmt: skip
+        elif channel in (b"+sdown", b"-sdown", b"+odown") and words[:2] == [b"master", service]:
+            master = (words[2].decode(), int(words[3]))
+            self._note(sentinel, master, channel != b"-sdown")
+            self.shard.master_reported_down(master, self._reported_down(master))
+        self._wake.set()

@@ -1,24 +1,49 @@
 """One shard of the ring: a single Redis server, or a Sentinel service (a master and replicas).
 
-The shard picks the endpoint a pipeline goes to (the master; a replica for reads when asked
-to) and hands failures to ``failover``, which decides whether and where to try again.
+Where a shard's requests go is one immutable ``View`` (master, usable replicas, Sentinel's
+config-epoch), replaced in a single assignment, so a request reads one consistent snapshot
+however the monitor thread changes it meanwhile. A view only ever moves forward: one from a
+sentinel that has not yet heard of a promotion (a lower config-epoch) is refused, and so is a
+master that a sentinel reports down.
 """
 
 from __future__ import annotations
 
-import random
+import os
 import threading
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from hacache import failover
 from hacache.breaker import Breaker
-from hacache.endpoint import Command, Endpoint, Pending, Replies
+from hacache.endpoint import Endpoint
 from hacache.options import Options, ShardSpec
 from hacache.sentinel import SentinelMonitor
+
+Address = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class View:
+    master: Endpoint | None
+    replicas: tuple[Endpoint, ...] = ()
+    epoch: int = -1  # Sentinel's config-epoch for this master; -1: not known (accept any)
+    master_down: bool = False  # a sentinel reports the master down: hold writes back
+    generation: int = 0  # moves on whenever the master does
+
+
+_shards: weakref.WeakSet[Shard] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for shard in list(_shards):
+        shard._changed = threading.Condition()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Shard:
@@ -26,25 +51,36 @@ class Shard:
         self.spec = spec
         self.name = spec.name
         self.options = options
-        self._endpoints: dict[tuple[str, int], Endpoint] = {}
+        self._endpoints: dict[Address, Endpoint] = {}
         self._changed = threading.Condition()
-        self.generation = 0  # moves on whenever the master does
-        self.replicas: list[Endpoint] = []
         self.master_listeners: list[Callable[[Shard], None]] = []
         self.monitor: SentinelMonitor | None = None
-        self.master: Endpoint | None
+        self.hedge_delay = options.hedge_delay
         if spec.sentinels:
-            self.master = None  # asked of Sentinel on first use
+            self.view = View(None)  # asked of Sentinel on first use
             self.monitor = SentinelMonitor(self, spec.sentinels, spec.service, spec.sentinel_kwargs)
         else:
-            self.master = self._new_endpoint(spec.address, spec.connection_kwargs)
+            self.view = View(self._new_endpoint(spec.address, spec.connection_kwargs))
+        _shards.add(self)
 
     def __repr__(self) -> str:
         return f"<Shard {self.name} at {self.address}>"
 
     @property
+    def master(self) -> Endpoint | None:
+        return self.view.master
+
+    @property
+    def replicas(self) -> tuple[Endpoint, ...]:
+        return self.view.replicas
+
+    @property
+    def generation(self) -> int:
+        return self.view.generation
+
+    @property
     def address(self) -> str:
-        master = self.master
+        master = self.view.master
         return self.spec.address if master is None else master.address
 
     def _new_endpoint(self, address: str, kwargs: Any) -> Endpoint:
@@ -59,119 +95,96 @@ class Shard:
             breaker=Breaker(options.breaker_threshold, options.breaker_cooldown),
         )
 
-    def _endpoint(self, host: str, port: int) -> Endpoint:
-        endpoint = self._endpoints.get((host, port))
+    def _endpoint(self, address: Address) -> Endpoint:
+        """Under ``_changed``: one endpoint per address, for the shard's whole life."""
+        endpoint = self._endpoints.get(address)
         if endpoint is None:
-            kwargs = {**self.spec.connection_kwargs, "host": host, "port": port}
-            endpoint = self._endpoints[(host, port)] = self._new_endpoint(f"{host}:{port}", kwargs)
+            kwargs = {**self.spec.connection_kwargs, "host": address[0], "port": address[1]}
+            endpoint = self._new_endpoint(f"{address[0]}:{address[1]}", kwargs)
+            self._endpoints[address] = endpoint
         return endpoint
 
-    # -- topology, as Sentinel reports it ---------------------------------------------------
+    # -- the view, as Sentinel reports it -----------------------------------------------------
 
-    def set_servers(self, master: tuple[str, int], replicas: list[tuple[str, int]] | None) -> None:
-        """Called by the monitor. ``replicas`` None: unchanged (only the master is known)."""
-        endpoint = self._endpoint(*master)
+    def apply(
+        self,
+        master: Address,
+        replicas: Iterable[Address] | None,
+        epoch: int | None,
+        master_down: bool = False,
+    ) -> bool:
+        """Take a sentinel's report; False if it is older than the view in force.
+
+        ``replicas`` None: unchanged (only the master is known). ``epoch`` None: newer than
+        the view in force (a ``+switch-master`` event, which carries none)."""
         with self._changed:
-            if replicas is not None:
-                self.replicas = [self._endpoint(*r) for r in replicas if r != master]
+            old = self.view
+            endpoint = self._endpoint(master)
+            moved = endpoint is not old.master
+            known = epoch is not None and old.epoch >= 0
+            if moved and old.master is not None:
+                if master_down:
+                    return False  # never move to a master reported down
+                if known and epoch <= old.epoch:  # type: ignore[operator]
+                    return False  # a sentinel that has not heard of the promotion yet
+            elif known and epoch < old.epoch:  # type: ignore[operator]
+                return False  # an older report of the same master: its replicas may be too
+            if epoch is None:
+                epoch = old.epoch + 1 if moved and old.epoch >= 0 else old.epoch
+            if replicas is None:
+                chosen = tuple(r for r in old.replicas if r is not endpoint)
             else:
-                self.replicas = [r for r in self.replicas if r is not endpoint]
-            if endpoint is self.master:
-                return
-            old, self.master = self.master, endpoint
-            endpoint.breaker.success()  # Sentinel vouches for it: forget its old failures
-            self.generation += 1
+                chosen = tuple(self._endpoint(r) for r in replicas if r != master)
+            new = View(
+                endpoint,
+                chosen,
+                epoch,
+                master_down,
+                old.generation + moved,
+            )
+            if new == old:
+                return True
+            if moved:
+                endpoint.breaker.reset()  # Sentinel vouches for it: forget its old failures
+            self.view = new
             self._changed.notify_all()
-        if old is not None:
+        if moved and old.master is not None:
             for listener in self.master_listeners:
                 listener(self)
+        return True
 
-    def _discover(self) -> Endpoint:
-        monitor = self.monitor
-        assert monitor is not None
-        if self.master is None and not monitor.discover():
-            raise RedisConnectionError(
-                f"shard {self.name!r}: no sentinel of {monitor.sentinels} knows the master of "
-                f"{monitor.service!r}"
-            )
-        monitor.ensure_running()
-        assert self.master is not None
-        return self.master
-
-    def wait_for_new_master(self, failed: Endpoint, timeout: float) -> Endpoint | None:
-        """Block until the master is another endpoint than ``failed``, or ``timeout`` passes."""
+    def master_reported_down(self, master: Address, down: bool) -> None:
+        """A sentinel's ``+sdown``/``-sdown`` of ``master``: hold writes back while it is down."""
         with self._changed:
-            self._changed.wait_for(lambda: self.master is not failed, timeout)
-            return None if self.master is failed else self.master
+            view = self.view
+            if view.master is self._endpoints.get(master) and view.master_down != down:
+                self.view = replace(view, master_down=down)
+                self._changed.notify_all()
 
-    def read_endpoints(self, exclude: Endpoint) -> list[Endpoint]:
-        """Where a read may go instead: replicas in random order, then the master."""
-        candidates = [r for r in self.replicas if r is not exclude]
-        random.shuffle(candidates)
-        if self.master is not None and self.master is not exclude:
-            candidates.append(self.master)
-        return candidates
+    def demoted(self, endpoint: Endpoint) -> None:
+        """``endpoint`` answered READONLY: whatever Sentinel says next is newer than our view."""
+        with self._changed:
+            if self.view.master is endpoint:
+                self.view = replace(self.view, epoch=-1)
 
-    def current_master(self) -> Endpoint:
-        master = self.master
-        if master is None:
-            return self._discover()
-        if self.monitor is not None:
-            self.monitor.ensure_running()
-        return master
+    def discover(self) -> None:
+        """Ask Sentinel now (blocking); raises if no sentinel knows the master."""
+        assert self.monitor is not None
+        self.monitor.discover()
 
-    def _pick(self, readonly: bool) -> Endpoint:
-        master = self.current_master()
-        if readonly and self.options.read_from_replicas and self.replicas:
-            return random.choice(self.replicas)
-        return master
+    def wait_for(self, until: Callable[[View], bool], timeout: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: until(self.view), timeout)
 
     def error(self, exc: RedisError, endpoint: Endpoint | None = None) -> RedisError:
         """The same exception class, naming the shard: logs must show which server failed."""
         where = endpoint.address if endpoint is not None else self.address
         return type(exc)(f"shard {self.name!r} ({where}): {exc}")
 
-    # -- sync ------------------------------------------------------------------------------
-
-    def start(
-        self, commands: list[Command], idempotent: bool = True, readonly: bool = False
-    ) -> Pending:
-        return self._pick(readonly).start(commands, idempotent)
-
-    def finish(self, pending: Pending, idempotent: bool = True, readonly: bool = False) -> Replies:
-        try:
-            return pending.endpoint.finish(pending, idempotent)
-        except RedisError as exc:
-            return failover.recover(self, pending, exc, idempotent, readonly)
-
-    def call(
-        self, commands: list[Command], idempotent: bool = True, readonly: bool = False
-    ) -> Replies:
-        return self.finish(self.start(commands, idempotent, readonly), idempotent, readonly)
-
-    # -- async -----------------------------------------------------------------------------
-
-    async def astart(
-        self, commands: list[Command], idempotent: bool = True, readonly: bool = False
-    ) -> Pending:
-        return await self._pick(readonly).astart(commands, idempotent)
-
-    async def afinish(
-        self, pending: Pending, idempotent: bool = True, readonly: bool = False
-    ) -> Replies:
-        try:
-            return await pending.endpoint.afinish(pending, idempotent)
-        except RedisError as exc:
-            return await failover.arecover(self, pending, exc, idempotent, readonly)
-
-    async def acall(
-        self, commands: list[Command], idempotent: bool = True, readonly: bool = False
-    ) -> Replies:
-        pending = await self.astart(commands, idempotent, readonly)
-        return await self.afinish(pending, idempotent, readonly)
-
     def close(self) -> None:
         if self.monitor is not None:
             self.monitor.stop()
-        for endpoint in {*self._endpoints.values(), self.master} - {None}:
+        with self._changed:
+            endpoints = {*self._endpoints.values(), self.view.master} - {None}
+        for endpoint in endpoints:
             endpoint.close()  # type: ignore[union-attr]

@@ -9,8 +9,8 @@ import threading
 import pytest
 from django.core.cache.backends.base import BaseCache
 
+from hacache import driver
 from hacache.backend import HACache
-from hacache.shard import Shard
 
 ASYNC_METHODS = [
     "aadd", "aget", "aset", "atouch", "adelete", "ahas_key", "aincr", "aget_many",
@@ -29,13 +29,13 @@ async def test_async_runs_on_the_event_loop_thread(cache, monkeypatch):
     """No call may be handed to a worker thread (what BaseCache's sync_to_async would do)."""
     loop_thread = threading.get_ident()
     seen = set()
-    real_astart = Shard.astart
+    real_astart = driver._astart
 
-    async def spy(self, *args):
+    async def spy(action):
         seen.add(threading.get_ident())
-        return await real_astart(self, *args)
+        return await real_astart(action)
 
-    monkeypatch.setattr(Shard, "astart", spy)
+    monkeypatch.setattr(driver, "_astart", spy)
     await cache.aset("k", "v")
     assert await cache.aget("k") == "v"
     await cache.aset_many({f"m{i}": i for i in range(20)})

@@ -48,8 +48,12 @@ until = partial(_until, timeout=PATIENCE)
 
 
 def ha_cache(topo: Topology, **options: Any) -> Any:
+    """A cache on the Sentinel topology, every shard's master already found."""
     params = {**topo.caches_setting(**options)["default"], "KEY_PREFIX": "ha"}
-    return make_cache(params)
+    cache = make_cache(params)
+    for shard in cache._router.shards.values():
+        shard.discover()
+    return cache
 
 
 def test_shards_are_found_through_sentinel(ha):
@@ -107,7 +111,7 @@ def test_master_killed_under_load(ha):
     cache = ha_cache(ha, WAIT_REPLICAS=1, WAIT_TIMEOUT=0.5, FAILOVER_TIMEOUT=10)
     key = key_on(cache, "shard0")
     shard = cache._router.shards["shard0"]
-    old_master = shard.current_master().address
+    old_master = shard.master.address
     loop = Loop(cache, key)
     loop.start()
     assert until(lambda: loop.writes > 20)
@@ -143,7 +147,7 @@ def test_writes_resume_on_the_promoted_master_and_the_old_one_returns_as_replica
     cache = ha_cache(ha, FAILOVER_TIMEOUT=10)
     key = key_on(cache, "shard0")
     shard = cache._router.shards["shard0"]
-    old = shard.current_master().address
+    old = shard.master.address
     cache.set(key, 1)
     ha.kill("shard0-master")
     cache.set(key, 2)  # waits for the promotion, then lands on the new master
@@ -176,9 +180,9 @@ def test_a_demoted_master_answering_readonly_triggers_rediscovery(ha):
     cache = ha_cache(ha, FAILOVER_TIMEOUT=5)
     key = key_on(cache, "shard1")
     shard = cache._router.shards["shard1"]
-    real_master = shard.current_master()
+    real_master = shard.master
     replica = shard.replicas[0]
-    shard.set_servers(tuple(replica.connection_kwargs[k] for k in ("host", "port")), [])
+    shard.apply(tuple(replica.connection_kwargs[k] for k in ("host", "port")), [], None)
     assert shard.master is replica
     cache.set(key, "written")  # READONLY from the replica; Sentinel is asked; retried
     assert shard.master is real_master
@@ -186,19 +190,24 @@ def test_a_demoted_master_answering_readonly_triggers_rediscovery(ha):
     assert cache.incr(cache.set(key, 1) or key) == 2  # non-idempotent: READONLY wrote nothing
 
 
-def test_hung_master_costs_a_timeout_then_the_breaker_answers(ha):
+def test_hung_master_costs_reads_a_hedge_and_writes_a_timeout_then_the_breaker_answers(ha):
     cache = ha_cache(ha, SOCKET_TIMEOUT=0.2, FAILOVER_TIMEOUT=0, BREAKER_THRESHOLD=2)
     key = key_on(cache, "shard0")
     cache.set(key, "v")
     shard = cache._router.shards["shard0"]
-    master = shard.current_master()
+    master = shard.master
     ha.pause("shard0-master")
     try:
-        assert cache.get(key) == "v"  # timed out on the master, then the replica answered
+        assert cache.get(key) == "v"  # no reply within HEDGE_DELAY: the replica answered
         assert cache.get(key) == "v"
+        assert not master.breaker.is_open  # slow is not failed: a lost hedge books nothing
+        for _ in range(2):
+            with pytest.raises(redis.TimeoutError, match="shard0"):
+                cache.set(key, "w")
         assert master.breaker.is_open
         with pytest.raises(redis.ConnectionError, match="failed repeatedly"):
             cache.set(key, "w")  # fails fast: no connect, no timeout
+        assert cache.get(key) == "v"  # straight to the replica while the breaker is open
     finally:
         ha.resume("shard0-master")
 
@@ -210,7 +219,7 @@ def test_a_sentinel_down_changes_nothing(ha):
     shard = cache._router.shards["shard1"]
     watched = shard.monitor.sentinels[0]
     ha.kill(next(n.name for n in ha.nodes() if (n.host, n.port) == watched))
-    old = shard.current_master().address
+    old = shard.master.address
     ha.kill("shard1-master")  # two sentinels are still a quorum
     cache.set(key, 2)
     assert shard.master.address != old

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import redis
 
+from hacache import driver, failover
 from hacache.nearcache import ABSENT, MISS, NearCache
 from tests import near_workers
 from tests.conftest import cache_params, make_cache
@@ -263,13 +264,17 @@ def test_a_read_that_races_a_write_is_not_stored(topology, remote_factory):
     cache.set("k", "old")
     key = cache.make_key("k")
     op = cache._ops.get(key, None)  # takes the lease
-    ((shard, commands),) = op.batches
-    pending = shard.start(commands)  # the GET is on its way; its reply will say "old"
+    plan = failover.run(op, cache._router)
+    start = next(plan)
+    # The GET is on its way; its reply will say "old".
+    read = plan.send(driver._start(start))
     stats = cache._router.near.stats
     invalidations = stats.invalidations
     writer("set", "k", "new")
     assert until(lambda: stats.invalidations > invalidations)  # invalidation delivered
-    value = op.finish([shard.finish(pending)])
+    with pytest.raises(StopIteration) as done:
+        plan.send(driver._finish(read.pending))
+    value = done.value.value
     op.cleanup()
     assert value == "old"  # a read linearized before the write may say so
     assert cache._router.near.get(key) is MISS  # but it must not be kept

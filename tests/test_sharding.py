@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 import redis
 
-from hacache.shard import Shard
+from hacache import driver
 from tests.conftest import cache_params, make_cache
 
 
@@ -70,18 +70,18 @@ def test_get_many_sends_one_mget_per_shard(sharded):
 def test_multi_key_calls_write_once_to_every_shard_before_reading(sharded, monkeypatch):
     """Concurrency without threads: every pipeline goes out before any reply is awaited."""
     events = []
-    real_start, real_finish = Shard.start, Shard.finish
+    real_start, real_finish = driver._start, driver._finish
 
-    def start(self, commands, *args):
-        events.append(("send", self.name, len(commands)))
-        return real_start(self, commands, *args)
+    def start(action):
+        events.append(("send", action.endpoint.address, len(action.commands)))
+        return real_start(action)
 
-    def finish(self, pending, *args):
-        events.append(("read", self.name, len(pending.commands)))
-        return real_finish(self, pending, *args)
+    def finish(pending):
+        events.append(("read", pending.endpoint.address, len(pending.commands)))
+        return real_finish(pending)
 
-    monkeypatch.setattr(Shard, "start", start)
-    monkeypatch.setattr(Shard, "finish", finish)
+    monkeypatch.setattr(driver, "_start", start)
+    monkeypatch.setattr(driver, "_finish", finish)
     data = {f"k{i}": i for i in range(100)}
     sharded.set_many(data, timeout=60)
     kinds = [kind for kind, _, _ in events]
