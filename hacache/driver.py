@@ -213,18 +213,18 @@ async def _afinish(pending: Pending, first: asyncio.Task | None) -> Replies | Re
 
 
 async def _aready(
-    pendings: tuple[Pending, ...], timeout: float, readers: dict[Pending, asyncio.Task]
+    pendings: tuple[Pending, ...], timeout: float, readers: dict[Any, asyncio.Task]
 ) -> int | None:
-    for pending in pendings:
-        if pending not in readers:
-            readers[pending] = asyncio.ensure_future(_read_one(pending.connection))
-    tasks = [readers[p] for p in pendings]
+    for pending in pendings:  # keyed by connection: a Pending (it holds a list) is unhashable
+        if pending.connection not in readers:
+            readers[pending.connection] = asyncio.ensure_future(_read_one(pending.connection))
+    tasks = [readers[p.connection] for p in pendings]
     done, _ = await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     return next((i for i, task in enumerate(tasks) if task in done), None)
 
 
-async def _adiscard(pending: Pending, readers: dict[Pending, asyncio.Task]) -> None:
-    reader = readers.pop(pending, None)
+async def _adiscard(pending: Pending, readers: dict[Any, asyncio.Task]) -> None:
+    reader = readers.pop(pending.connection, None)
     if reader is not None:
         reader.cancel()
     await pending.endpoint.async_pool().discard(pending.connection)
@@ -245,7 +245,7 @@ async def _adiscover(action: Discover) -> RedisError | None:
 async def adrive(plan: Plan) -> Any:
     """Run a plan to its end on the running event loop."""
     open_: list[Pending] = []
-    readers: dict[Pending, asyncio.Task] = {}  # first replies being read (hedged reads)
+    readers: dict[Any, asyncio.Task] = {}  # first replies being read (hedged reads)
     try:
         action = next(plan)
         while True:
@@ -256,7 +256,9 @@ async def adrive(plan: Plan) -> Any:
                     open_.append(outcome)
             elif kind is Finish:
                 open_.remove(action.pending)
-                outcome = await _afinish(action.pending, readers.pop(action.pending, None))
+                outcome = await _afinish(
+                    action.pending, readers.pop(action.pending.connection, None)
+                )
             elif kind is Ready:
                 outcome = await _aready(action.pendings, action.timeout, readers)
             elif kind is Discard:

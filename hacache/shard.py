@@ -140,7 +140,7 @@ class Shard:
                 chosen,
                 epoch,
                 master_down,
-                old.generation + moved,
+                old.generation + (moved and old.master is not None),
             )
             if new == old:
                 return True

@@ -7,6 +7,9 @@ report (``benchmarks/failover.py``) measures that.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -284,3 +287,195 @@ def test_fail_open_whole_shard_down(ha):
     with pytest.raises(ValueError):
         cache.incr(down)
     assert cache.clear() is False
+
+
+# -- one replica per master: the commonest topology, under the issue's load ----------------
+
+
+class Load:
+    """Two writer threads and one reader thread doing set/get on 200 keys of one shard.
+
+    Each writer owns half the keys and writes increasing versions of them, reading each one
+    back; the reader reads any key. A read is *wrong* when it returns a version older than
+    the newest one acknowledged for that key when the read began (failing open, a miss is
+    allowed, as from an empty cache; otherwise every key always exists, without expiry).
+    """
+
+    def __init__(self, cache, keys: list[str], misses_allowed: bool = False) -> None:
+        self.cache, self.keys, self.misses_allowed = cache, keys, misses_allowed
+        self.acked = dict.fromkeys(keys, 0)
+        self.stop = threading.Event()
+        self.reads = self.writes = 0
+        self.read_errors: list[str] = []
+        self.write_errors: list[str] = []
+        self.wrong: list[tuple[str, Any, int]] = []
+        cache.set_many(dict.fromkeys(keys, 0), timeout=None)
+        halves = [keys[0::2], keys[1::2]]
+        self.threads = [
+            threading.Thread(target=self._write, args=(h,), daemon=True) for h in halves
+        ]
+        self.threads.append(threading.Thread(target=self._read, daemon=True))
+
+    def _check(self, key: str, floor: int) -> None:
+        try:
+            value = self.cache.get(key)
+        except redis.RedisError as exc:
+            self.read_errors.append(repr(exc))
+            return
+        self.reads += 1
+        if (value is None and not self.misses_allowed) or (value is not None and value < floor):
+            self.wrong.append((key, value, floor))
+
+    def _write(self, keys: list[str]) -> None:
+        versions = dict.fromkeys(keys, 0)
+        while not self.stop.is_set():
+            for key in keys:
+                versions[key] += 1
+                try:
+                    self.cache.set(key, versions[key], timeout=None)
+                    self.acked[key] = versions[key]
+                    self.writes += 1
+                except redis.RedisError as exc:
+                    self.write_errors.append(repr(exc))
+                self._check(key, self.acked[key])
+
+    def _read(self) -> None:
+        for key in itertools.cycle(self.keys):
+            if self.stop.is_set():
+                return
+            self._check(key, self.acked[key])
+
+    def __enter__(self) -> Load:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(PATIENCE)
+
+    def progress(self, more: int) -> bool:
+        """Wait until ``more`` further writes and reads have succeeded."""
+        writes, reads = self.writes, self.reads
+        return until(lambda: self.writes >= writes + more and self.reads >= reads + more)
+
+
+def shard0_keys(cache, count: int = 200) -> list[str]:
+    ring = cache._router.ring
+    keys = (f"load{i}" for i in itertools.count())
+    return list(
+        itertools.islice((k for k in keys if ring.node_for(cache.make_key(k)) == "shard0"), count)
+    )
+
+
+def fail_over(ha: Topology, cache, load: Load, how: str = "kill") -> None:
+    """Kill (or pause) shard0's master under the load; return once writes flow again."""
+    shard = cache._router.shards["shard0"]
+    old = shard.master
+    assert load.progress(200)
+    if how == "kill":
+        ha.kill("shard0-master")
+    else:
+        ha.pause("shard0-master")
+    assert until(lambda: shard.master is not old)
+    assert load.progress(200)
+
+
+def test_one_replica_master_killed_no_read_error_no_wrong_value(ha):
+    cache = ha_cache(ha)
+    with Load(cache, shard0_keys(cache)) as load:
+        fail_over(ha, cache, load)
+    assert load.read_errors == []
+    assert load.wrong == []
+    assert load.write_errors  # failing closed with FAILOVER_TIMEOUT 0: the dead master's
+
+
+def test_one_replica_master_hung_no_read_error_no_wrong_value(ha):
+    cache = ha_cache(ha, SOCKET_TIMEOUT=0.25)
+    try:
+        with Load(cache, shard0_keys(cache)) as load:
+            fail_over(ha, cache, load, how="pause")
+    finally:
+        ha.resume("shard0-master")
+    assert load.read_errors == []
+    assert load.wrong == []
+
+
+def test_one_replica_fail_open_no_error_and_nothing_older_than_an_acknowledged_write(ha):
+    cache = ha_cache(ha, FAIL_OPEN=True)
+    with Load(cache, shard0_keys(cache), misses_allowed=True) as load:
+        fail_over(ha, cache, load)
+    assert load.read_errors == [] and load.write_errors == []
+    assert load.wrong == []
+    assert not cache._router.dropped.waiting  # repaired on the promoted master
+    for key in load.keys:  # and what the promoted replica held of the dropped writes is gone
+        assert cache.get(key) in (None, load.acked[key])
+
+
+def test_one_replica_near_cache_master_killed(ha):
+    cache = ha_cache(ha, NEAR_CACHE=True)
+    cache._router.bus.listen()
+    assert cache._router.near.wait_trusted(5)
+    with Load(cache, shard0_keys(cache)) as load:
+        fail_over(ha, cache, load)
+    assert load.read_errors == []
+    assert load.wrong == []
+    assert until(lambda: cache._router.near.trusted("shard0"))  # listening on the new master
+
+
+def test_one_replica_async_master_killed(ha):
+    cache = ha_cache(ha)
+    keys = shard0_keys(cache)
+    errors: list[str] = []
+    wrong: list[tuple[str, Any, int]] = []
+    acked = dict.fromkeys(keys, 0)
+    cache.set_many(dict.fromkeys(keys, 0), timeout=None)
+    stop = threading.Event()
+    done = {"reads": 0, "writes": 0}
+
+    async def writer(own: list[str]) -> None:
+        version = 0
+        while not stop.is_set():
+            version += 1
+            for key in own:
+                with contextlib.suppress(redis.RedisError):
+                    await cache.aset(key, version, timeout=None)
+                    acked[key] = version
+                    done["writes"] += 1
+                await reader_once(key)
+
+    async def reader_once(key: str) -> None:
+        floor = acked[key]
+        try:
+            value = await cache.aget(key)
+        except redis.RedisError as exc:
+            errors.append(repr(exc))
+            return
+        done["reads"] += 1
+        if value is None or value < floor:
+            wrong.append((key, value, floor))
+
+    async def reader() -> None:
+        for key in itertools.cycle(keys):
+            if stop.is_set():
+                return
+            await reader_once(key)
+            await asyncio.sleep(0)
+
+    async def main() -> None:
+        await asyncio.gather(writer(keys[0::2]), writer(keys[1::2]), reader())
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    thread.start()
+    shard = cache._router.shards["shard0"]
+    old = shard.master
+    assert until(lambda: done["writes"] > 200)
+    ha.kill("shard0-master")
+    assert until(lambda: shard.master is not old)
+    writes = done["writes"]
+    assert until(lambda: done["writes"] > writes + 200)
+    stop.set()
+    thread.join(PATIENCE)
+    assert errors == []
+    assert wrong == []
