@@ -18,6 +18,7 @@ from redis.retry import Retry
 
 from hacache import topology as topo_mod
 from hacache.topology import Node, RedisNotInstalled, Topology, TopologyError, looks_like_node
+from hacache.topology import process as topo_process
 
 REPO = Path(__file__).resolve().parent.parent
 WAIT = 30.0  # generous bound for polls; never asserted on as a duration
@@ -356,7 +357,7 @@ def test_port_conflict_is_retried(make_topology: Callable[..., Topology], monkey
     squatter.bind(("127.0.0.1", 0))
     squatter.listen()
     taken = squatter.getsockname()[1]
-    real_free_port = topo_mod.free_port
+    real_free_port = topo_process.free_port
     handed_out: list[int] = []
 
     def fake_free_port(host: str = "127.0.0.1") -> int:
@@ -364,7 +365,7 @@ def test_port_conflict_is_retried(make_topology: Callable[..., Topology], monkey
         handed_out.append(port)
         return port
 
-    monkeypatch.setattr(topo_mod, "free_port", fake_free_port)
+    monkeypatch.setattr(topo_process, "free_port", fake_free_port)
     try:
         topo = make_topology(shards=1).up()
     finally:

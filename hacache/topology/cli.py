@@ -1,0 +1,164 @@
+"""The command line: ``python -m hacache.topology COMMAND [--dir DIR] ...``.
+
+::
+
+    up [--shards N] [--replicas R] [--sentinels S] [--down-after-ms MS] [--password PW]
+       [--options JSON] [--json]          start a topology; print its nodes and CACHES setting
+    status                                every node: does it answer, what role it holds now
+    down                                  stop exactly what ``up`` started
+
+``DIR`` defaults to ``.hacache/topology`` under the current directory; ``up`` defaults to 3 shards,
+1 replica per shard and 3 Sentinels. ``up`` prints a table of nodes, then a line ``CACHES = ``
+followed by the Django ``CACHES`` setting as JSON. With ``--json`` it prints only that JSON, on a
+single line, so a shell script can capture it::
+
+    CACHES_JSON="$(python -m hacache.topology up --json)"
+
+Either way the same JSON is written to ``DIR/caches.json``.
+
+Invariants kept here: the processes outlive the command (each command reads ``DIR/topology.json``
+afresh); results go to stdout and errors to stderr, as ``error: ...``; exit status 0 on success,
+1 when there is no topology in ``DIR`` (``status``: also when a node is dead), 2 for a usage error
+or a node that failed (and when Redis is not installed), 3 when ``up`` finds a topology already
+running in ``DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from hacache.topology import state
+from hacache.topology.launcher import Topology
+from hacache.topology.node import RedisNotInstalled, TopologyError, TopologyRunning
+
+DEFAULT_DIR = Path(".hacache") / "topology"
+NODE_COLUMNS = ["name", "role", "shard", "host", "port", "pid"]
+STATUS_COLUMNS = ["name", "role", "shard", "port", "pid", "alive", "master_link_status"]
+NO_TOPOLOGY = 1
+FAILED = 2
+ALREADY_RUNNING = 3
+
+
+def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    cells = [[("-" if row.get(c) is None else str(row.get(c))) for c in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--dir", type=Path, default=DEFAULT_DIR, help=f"run directory (default: {DEFAULT_DIR})"
+    )
+    parser = argparse.ArgumentParser(
+        prog="python -m hacache.topology", description="Run a local sharded Redis topology."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", parents=[common], help="start a topology")
+    up.add_argument("--shards", type=int, default=3)
+    up.add_argument("--replicas", type=int, default=1, help="replicas per shard")
+    up.add_argument("--sentinels", type=int, default=3)
+    up.add_argument("--down-after-ms", type=int, default=1000)
+    up.add_argument("--failover-timeout-ms", type=int, default=3000)
+    up.add_argument("--password", default=None)
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for readiness")
+    up.add_argument("--json", action="store_true", help="print only the CACHES JSON")
+    up.add_argument(
+        "--options",
+        type=json.loads,
+        default={},
+        metavar="JSON",
+        help="OPTIONS for the printed CACHES setting, e.g. '{\"NEAR_CACHE\": true}'",
+    )
+    sub.add_parser("down", parents=[common], help="stop the topology")
+    sub.add_parser("status", parents=[common], help="show nodes; exit 1 if any is dead")
+    return parser
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    topo = Topology(
+        args.dir,
+        shards=args.shards,
+        replicas=args.replicas,
+        sentinels=args.sentinels,
+        host=args.host,
+        down_after_ms=args.down_after_ms,
+        failover_timeout_ms=args.failover_timeout_ms,
+        password=args.password,
+    )
+    topo.up(timeout=args.timeout)
+    caches = topo.caches_setting(**args.options)
+    state.write_caches(topo.run_dir, caches)
+    if args.json:
+        print(json.dumps(caches))
+        return 0
+    rows = [asdict(n) for n in topo.nodes()]
+    print(format_table(rows, NODE_COLUMNS))
+    print(f"\nstate: {topo.state_path}")
+    print("CACHES = ")
+    print(json.dumps(caches, indent=2))
+    return 0
+
+
+def _cmd_down(args: argparse.Namespace) -> int:
+    try:
+        topo = Topology.load(args.dir)
+    except FileNotFoundError:
+        print(f"no topology running in {args.dir}")
+        return 0
+    topo.down()
+    print(f"stopped topology in {args.dir}")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace, topo: Topology) -> int:
+    rows = topo.status()
+    print(format_table(rows, STATUS_COLUMNS))
+    dead = [r["name"] for r in rows if not r["alive"]]
+    if dead:
+        print(f"dead: {', '.join(dead)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _on_loaded(command: Callable[[argparse.Namespace, Topology], int]) -> Callable[..., int]:
+    """Run ``command`` on the topology saved in ``--dir``, or say there is none (exit 1)."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            topo = Topology.load(args.dir)
+        except FileNotFoundError as exc:
+            print(f"error: {exc} (start one with `python -m hacache.topology up`)", file=sys.stderr)
+            return NO_TOPOLOGY
+        return command(args, topo)
+
+    return run
+
+
+HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "up": _cmd_up,
+    "down": _cmd_down,
+    "status": _on_loaded(_cmd_status),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for ``python -m hacache.topology``; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        return HANDLERS[args.command](args)
+    except TopologyRunning as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return ALREADY_RUNNING
+    except (RedisNotInstalled, TopologyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return FAILED

@@ -1,0 +1,52 @@
+"""What a topology is made of: its nodes, and the errors the launcher raises.
+
+A ``Node`` is plain data, serialised as is into the state file (``dataclasses.asdict``), so a
+later command can rebuild the topology and find its processes. Invariants: ``name`` is unique
+within a topology; ``role`` is the role the node was *launched* with and never changes (the role
+it holds now, after a failover, is asked from the node or from Sentinel); ``pid`` is ``None``
+whenever the launcher does not believe the process to be alive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+INSTALL_HINT = (
+    "redis-server was not found on PATH. Install Redis 7: "
+    "`apt-get install -y redis-server redis-sentinel` (Debian/Ubuntu) or `brew install redis` "
+    "(macOS)."
+)
+
+
+class RedisNotInstalled(RuntimeError):
+    """redis-server is missing, so nothing can be launched."""
+
+    def __init__(self, message: str = INSTALL_HINT) -> None:
+        super().__init__(message)
+
+
+class TopologyError(RuntimeError):
+    """A node failed to start, become ready, or stop."""
+
+
+class TopologyRunning(TopologyError):
+    """The run directory already hosts a live topology; starting a second one would clash."""
+
+
+@dataclass
+class Node:
+    """One Redis or Sentinel process; ``role`` is the role it was launched with."""
+
+    name: str
+    role: str
+    shard: str | None
+    host: str
+    port: int
+    pid: int | None = None
+    dir: str = ""
+    conf: str = ""
+    log: str = ""
+
+    @property
+    def is_sentinel(self) -> bool:
+        return self.role == "sentinel"
