@@ -424,6 +424,8 @@ def test_cli_up_status_down(tmp_path: Path):
         printed = up.stdout.split("CACHES = \n", 1)[1]
         caches = json.loads(printed)
         assert caches == json.loads((run_dir / "caches.json").read_text())
+        for name in ("caches.json", "topology.json"):  # both may hold the password
+            assert (run_dir / name).stat().st_mode & 0o777 == 0o600, name
         assert len(caches["default"]["LOCATION"]) == 2
         assert caches["default"]["LOCATION"][1].endswith("/0?name=shard1")
 
