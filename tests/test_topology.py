@@ -128,11 +128,19 @@ def test_up_down_sharded_with_replicas_and_sentinels(make_topology: Callable[...
                 assert (addr[0], int(addr[1])) == (master.host, master.port)
 
     rows = {row["name"]: row for row in topo.status()}
-    assert all(row["alive"] for row in rows.values())
+    assert all(row["alive"] and row["process"] == "running" for row in rows.values())
     assert rows["shard0-master"]["role"] == "master"
     assert rows["shard1-replica1"]["role"] == "replica"
     assert rows["shard1-replica1"]["master_link_status"] == "up"
     assert rows["sentinel2"]["role"] == "sentinel"
+    sentinel_view = {
+        name: (row["sentinel_role"], row["sentinel_flags"]) for name, row in rows.items()
+    }
+    assert sentinel_view == {
+        "shard0-master": ("master", None), "shard0-replica1": ("replica", None),
+        "shard1-master": ("master", None), "shard1-replica1": ("replica", None),
+        "sentinel0": (None, None), "sentinel1": (None, None), "sentinel2": (None, None),
+    }  # fmt: skip
     assert {s: n.name for s, n in topo.masters().items()} == {
         "shard0": "shard0-master",
         "shard1": "shard1-master",
@@ -183,6 +191,7 @@ def test_load_round_trip(make_topology: Callable[..., Topology]):
     assert (loaded.shards, loaded.replicas, loaded.sentinels, loaded.password) == (2, 1, 0, "pw")
     assert loaded.master_urls() == topo.master_urls()
     assert all(row["alive"] for row in loaded.status())
+    assert all(row["sentinel_role"] is None for row in loaded.status())  # no Sentinels
 
     pids = [n.pid for n in topo.nodes()]
     loaded.down()  # stops processes it did not spawn itself, by pid
@@ -232,7 +241,8 @@ def test_kill_and_start_master(make_topology: Callable[..., Topology]):
     assert old_pid is not None and not pid_alive(old_pid)
     assert master.pid is None
     assert not ping(master)
-    assert status_of(topo, "shard0-master")["alive"] is False
+    row = status_of(topo, "shard0-master")
+    assert (row["running"], row["process"], row["alive"]) == (False, "stopped", False)
     with pytest.raises(TopologyError, match="not running"):
         topo.kill("shard0-master")
 
@@ -260,13 +270,14 @@ def test_pause_and_resume(make_topology: Callable[..., Topology]):
 
     topo.pause("shard0-master")
     row = status_of(topo, "shard0-master")
-    assert (row["running"], row["alive"]) == (True, False)
+    assert (row["running"], row["process"], row["alive"]) == (True, "paused", False)
     with pytest.raises(redis.TimeoutError), client(master) as c:
         c.ping()
 
     topo.resume("shard0-master")
     assert ping(master)
-    assert status_of(topo, "shard0-master")["alive"] is True
+    row = status_of(topo, "shard0-master")
+    assert (row["process"], row["alive"]) == ("running", True)
 
     topo.pause("shard0-master")  # down() must also stop a frozen process
     pid = master.pid
@@ -289,6 +300,70 @@ def test_masters_follow_sentinel_failover(make_topology: Callable[..., Topology]
     assert promoted is replica
     assert topo.master_urls() == [f"redis://127.0.0.1:{replica.port}/0?name=shard0"]
     assert status_of(topo, "shard0-replica1")["role"] == "master"
+    assert status_of(topo, "shard0-replica1")["sentinel_role"] == "master"
+    wait_for(  # demoted at once, marked down after down-after-milliseconds
+        lambda: (
+            (row := status_of(topo, "shard0-master"))["sentinel_role"] == "replica"
+            and "s_down" in (row["sentinel_flags"] or "").split(",")
+        ),
+        "Sentinel to list the dead master as a replica that is down",
+    )
+
+    topo.start("shard0-master")  # comes back as a master; Sentinel turns it into a replica
+    wait_for(
+        lambda: (
+            (row := status_of(topo, "shard0-master"))["role"] == "replica"
+            and (row["sentinel_role"], row["sentinel_flags"]) == ("replica", None)
+        ),
+        "the old master to rejoin as a healthy replica",
+    )
+    assert topo.masters()["shard0"] is replica
+
+
+class FakeSentinel:
+    """Answers SENTINEL MASTER/REPLICAS as a Sentinel with the given view would."""
+
+    def __init__(self, epoch: int, master: int, replica: int, master_flags: str = "master"):
+        self.master = ["name", "shard0", "ip", "127.0.0.1", "port", str(master),
+                       "flags", master_flags, "config-epoch", str(epoch)]  # fmt: skip
+        self.replicas = [{"ip": "127.0.0.1", "port": str(replica), "flags": "slave"}]  # RESP3
+
+    def execute_command(self, *args: str) -> Any:
+        assert args[:2] in (("SENTINEL", "MASTER"), ("SENTINEL", "REPLICAS")), args
+        return self.master if args[1] == "MASTER" else self.replicas
+
+
+def test_sentinel_view_prefers_the_latest_epoch(monkeypatch: pytest.MonkeyPatch):
+    from contextlib import contextmanager
+
+    from hacache.topology import probes
+
+    # The failover leader (epoch 1) has promoted port 2; a lagging Sentinel still says port 1;
+    # a third does not answer. Whatever the order, the leader's view wins.
+    answers = {
+        26001: FakeSentinel(0, master=1, replica=2),
+        26002: FakeSentinel(1, master=2, replica=1),
+        26003: None,
+    }
+
+    @contextmanager
+    def fake_probe(node: Node, password: str | None) -> Iterator[Any]:
+        fake = answers[node.port]
+        if fake is None:
+            raise redis.ConnectionError("refused")
+        yield fake
+
+    monkeypatch.setattr(probes, "probe", fake_probe)
+    sentinels = [Node(f"sentinel{p}", "sentinel", None, "127.0.0.1", p) for p in answers]
+    for order in (sentinels, sentinels[::-1]):
+        view = probes.sentinel_view(order, "shard0")
+        assert view is not None
+        assert (view.epoch, view.master) == (1, ("127.0.0.1", 2))
+        assert view.roles == {2: ("master", frozenset()), 1: ("replica", frozenset())}
+    answers[26001] = FakeSentinel(2, master=1, replica=2, master_flags="master,s_down,o_down")
+    view = probes.sentinel_view(sentinels, "shard0")  # a later epoch, and a dead master
+    assert view is not None and view.roles[1] == ("master", frozenset({"s_down", "o_down"}))
+    assert probes.sentinel_view(sentinels[2:], "shard0") is None
 
 
 # --------------------------------------------------------------------------- safety
@@ -438,6 +513,13 @@ def test_cli_up_status_down(tmp_path: Path):
         status = run_cli("status", "--dir", str(run_dir))
         assert status.returncode == 0, status.stderr
         assert "sentinel0" in status.stdout
+        assert status.stdout.split()[:4] == ["name", "role", "sentinel_role", "sentinel_flags"]
+        status = run_cli("status", "--dir", str(run_dir), "--json")
+        assert status.returncode == 0, status.stderr
+        rows = {row["name"]: row for row in json.loads(status.stdout)}
+        assert rows["shard1-master"]["sentinel_role"] == "master"
+        assert rows["shard1-replica1"]["sentinel_role"] == "replica"
+        assert rows["shard1-replica1"]["role"] == "replica"
 
         again = run_cli("up", "--dir", str(run_dir), "--json")
         assert again.returncode != 0

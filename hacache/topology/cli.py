@@ -4,7 +4,7 @@
 
     up [--shards N] [--replicas R] [--sentinels S] [--down-after-ms MS] [--password PW]
        [--options JSON] [--json]          start a topology; print its nodes and CACHES setting
-    status                                every node: does it answer, what role it holds now
+    status [--json]                       every node: process, answers?, role (own and Sentinel's)
     down                                  stop exactly what ``up`` started
 
 ``DIR`` defaults to ``.hacache/topology`` under the current directory; ``up`` defaults to 3 shards,
@@ -39,7 +39,10 @@ from hacache.topology.node import RedisNotInstalled, TopologyError, TopologyRunn
 
 DEFAULT_DIR = Path(".hacache") / "topology"
 NODE_COLUMNS = ["name", "role", "shard", "host", "port", "pid"]
-STATUS_COLUMNS = ["name", "role", "shard", "port", "pid", "alive", "master_link_status"]
+STATUS_COLUMNS = [
+    "name", "role", "sentinel_role", "sentinel_flags", "shard", "port", "pid", "process", "alive",
+    "master_link_status",
+]  # fmt: skip
 NO_TOPOLOGY = 1
 FAILED = 2
 ALREADY_RUNNING = 3
@@ -80,7 +83,8 @@ def _parser() -> argparse.ArgumentParser:
         help="OPTIONS for the printed CACHES setting, e.g. '{\"NEAR_CACHE\": true}'",
     )
     sub.add_parser("down", parents=[common], help="stop the topology")
-    sub.add_parser("status", parents=[common], help="show nodes; exit 1 if any is dead")
+    status = sub.add_parser("status", parents=[common], help="show nodes; exit 1 if any is dead")
+    status.add_argument("--json", action="store_true", help="print the rows as JSON")
     return parser
 
 
@@ -122,7 +126,7 @@ def _cmd_down(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace, topo: Topology) -> int:
     rows = topo.status()
-    print(format_table(rows, STATUS_COLUMNS))
+    print(json.dumps(rows, indent=2) if args.json else format_table(rows, STATUS_COLUMNS))
     dead = [r["name"] for r in rows if not r["alive"]]
     if dead:
         print(f"dead: {', '.join(dead)}", file=sys.stderr)

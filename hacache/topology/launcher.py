@@ -285,23 +285,40 @@ class Topology:
     # ----------------------------------------------------------------- inspection
 
     def status(self) -> list[dict[str, Any]]:
-        """Live view of every node: does it answer, and what role does it hold now."""
-        return [
-            probes.node_status(node, self._processes.is_running(node), self.password)
-            for node in self._nodes.values()
-        ]
+        """Live view of every node: its process, whether it answers, and the role it holds now,
+        by its own account (``role``) and by Sentinel's (``sentinel_role``, ``sentinel_flags``:
+        the most recent view among the Sentinels that answer; None without Sentinels)."""
+        seen: dict[int, tuple[str, frozenset[str]]] = {}
+        for view in self._sentinel_views().values():
+            seen.update(view.roles)
+        rows = []
+        for node in self._nodes.values():
+            state = "running" if self._processes.is_running(node) else "stopped"
+            if state == "running" and self._processes.is_paused(node):
+                state = "paused"
+            rows.append(probes.node_status(node, state, seen.get(node.port), self.password))
+        return rows
+
+    def _sentinel_views(self) -> dict[str, probes.SentinelView]:
+        """Per shard, the most recent view among the running Sentinels that answer."""
+        running = [n for n in self._by_role("sentinel") if self._processes.is_running(n)]
+        if not running:
+            return {}
+        views = {shard: probes.sentinel_view(running, shard) for shard in self.shard_names}
+        return {shard: view for shard, view in views.items() if view is not None}
 
     def masters(self) -> dict[str, Node]:
         """Current master per shard: Sentinel's view when there are Sentinels, else as launched.
 
         Falls back to the launched master for a shard when no Sentinel answers.
         """
-        running = [n for n in self._by_role("sentinel") if self._processes.is_running(n)]
-        result = {}
-        for shard in self.shard_names:
-            addr = probes.ask_master(running, shard)
-            result[shard] = self._node_at(shard, addr) if addr else self._launched_master(shard)
-        return result
+        views = self._sentinel_views()
+        return {
+            shard: self._node_at(shard, views[shard].master)
+            if shard in views
+            else self._launched_master(shard)
+            for shard in self.shard_names
+        }
 
     def _node_at(self, shard: str, addr: tuple[str, int]) -> Node:
         host, port = addr
@@ -354,12 +371,19 @@ class Topology:
         self._save_state()
 
     def pause(self, name: str) -> None:
-        """Freeze the process (SIGSTOP): it keeps its port but stops answering."""
-        self._processes.send(self._running_node(name), signal.SIGSTOP)
+        """Freeze the process (SIGSTOP): it keeps its port but stops answering. Returns once the
+        process is frozen."""
+        self._signal_and_wait(self._running_node(name), signal.SIGSTOP, paused=True)
 
     def resume(self, name: str) -> None:
         """Let a paused process carry on (SIGCONT); harmless on one that is not paused."""
-        self._processes.send(self._running_node(name), signal.SIGCONT)
+        self._signal_and_wait(self._running_node(name), signal.SIGCONT, paused=False)
+
+    def _signal_and_wait(self, node: Node, sig: int, *, paused: bool) -> None:
+        self._processes.send(node, sig)
+        if not self._processes.wait_paused(node, paused):
+            done = "frozen" if paused else "thawed"
+            raise TopologyError(f"{node.name} (pid {node.pid}) was not {done} by signal {sig}")
 
     def stop(self, name: str) -> None:
         """Graceful shutdown (SIGTERM), waiting for the exit."""

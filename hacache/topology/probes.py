@@ -8,12 +8,16 @@ Invariants kept here:
   reason string, never a ``redis`` exception.
 - Sentinel replies are read with the runtime's own helpers (``hacache.sentinel.pairs``/``flags``),
   so the launcher and the backend agree on what Sentinel said.
+- Of several Sentinels, the view with the highest config-epoch wins: during a failover the leader
+  announces the new master about a second before the others, and a lagging Sentinel's older
+  answer must not undo that.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -27,6 +31,7 @@ PROBE_TIMEOUT = 0.3  # short, so a dead or paused node never stalls the launcher
 # At start-up nothing is being promoted, so a replica Sentinel flags "disconnected" is simply not
 # attached yet: readiness waits for it too (the runtime tolerates it during a promotion).
 NOT_READY_FLAGS = DOWN_FLAGS | {"disconnected"}
+ROLE_FLAGS = {"master": "master", "slave": "replica"}
 PROBE_ERRORS = (redis.RedisError, OSError)
 
 
@@ -65,20 +70,33 @@ def replication(node: Node, password: str | None) -> dict[str, Any] | None:
         return None
 
 
-def node_status(node: Node, running: bool, password: str | None) -> dict[str, Any]:
-    """One row of ``Topology.status()``: only a running node is asked anything."""
+def node_status(
+    node: Node,
+    process: str,
+    by_sentinel: tuple[str, frozenset[str]] | None,
+    password: str | None,
+) -> dict[str, Any]:
+    """One row of ``Topology.status()``. ``process`` is ``running``, ``paused`` or ``stopped``
+    (only a running node is asked anything); ``by_sentinel`` is Sentinel's (role, flags)."""
+    sentinel_role, sentinel_flags = None, None
+    if by_sentinel is not None and not node.is_sentinel:
+        sentinel_role = by_sentinel[0]
+        sentinel_flags = ",".join(sorted(by_sentinel[1])) or None
     row: dict[str, Any] = {
         "name": node.name,
         "shard": node.shard,
         "host": node.host,
         "port": node.port,
         "pid": node.pid,
-        "running": running,
+        "running": process != "stopped",
+        "process": process,
         "alive": False,
         "role": None,
+        "sentinel_role": sentinel_role,
+        "sentinel_flags": sentinel_flags,
         "master_link_status": None,
     }
-    if not running:
+    if process != "running":
         return row
     if node.is_sentinel:
         row["alive"] = ping(node, None)
@@ -134,14 +152,37 @@ def _shard_reason(
     return None
 
 
-def ask_master(sentinel_nodes: Iterable[Node], shard: str) -> tuple[str, int] | None:
-    """The shard's master according to the first Sentinel that answers (None if none does)."""
+@dataclass(frozen=True)
+class SentinelView:
+    """One Sentinel's picture of a shard: its master, and every server's role and flags."""
+
+    epoch: int
+    master: tuple[str, int]
+    # port -> (role, flags other than the role): ports are unique on the launcher's one host.
+    roles: dict[int, tuple[str, frozenset[str]]] = field(default_factory=dict)
+
+
+def _entry(info: dict[str, str]) -> tuple[int, tuple[str, frozenset[str]]]:
+    found = flags(info)
+    role = next((ROLE_FLAGS[f] for f in ROLE_FLAGS if f in found), "unknown")
+    return int(info["port"]), (role, found - set(ROLE_FLAGS) - {""})
+
+
+def sentinel_view(sentinel_nodes: Iterable[Node], shard: str) -> SentinelView | None:
+    """The most recent view of ``shard`` among the Sentinels that answer (None if none does)."""
+    best: SentinelView | None = None
     for node in sentinel_nodes:
         try:
             with probe(node, None) as client:
-                addr = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", shard)
+                master = pairs(client.execute_command("SENTINEL", "MASTER", shard))
+                replicas = [pairs(r) for r in client.execute_command("SENTINEL", "REPLICAS", shard)]
         except PROBE_ERRORS:
             continue
-        if addr:
-            return str(addr[0]), int(addr[1])
-    return None
+        view = SentinelView(
+            epoch=int(master.get("config-epoch", 0) or 0),
+            master=(master["ip"], int(master["port"])),
+            roles=dict(map(_entry, [master, *replicas])),
+        )
+        if best is None or view.epoch > best.epoch:
+            best = view
+    return best

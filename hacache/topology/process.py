@@ -38,6 +38,7 @@ STOP_TIMEOUT = 5.0
 FATAL_SIGNALS = frozenset(
     {signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGABRT}
 )
+PAUSED_STATES = frozenset({"T", "t"})  # stopped by a signal, or by a tracer
 _HAVE_PROC = Path("/proc/self").exists()
 
 
@@ -199,6 +200,11 @@ class Supervisor:
         line = cmdline(node.pid)
         return line is not None and looks_like_node(line, node)
 
+    def is_paused(self, node: Node) -> bool:
+        return (
+            node.pid is not None and self.is_running(node) and pid_state(node.pid) in PAUSED_STATES
+        )
+
     def fail(self, node: Node, problem: str) -> TopologyError:
         """An error naming the node, with the end of its log (which usually says why)."""
         return TopologyError(
@@ -233,6 +239,16 @@ class Supervisor:
                 raise self.fail(node, f"not ready in time: {reasons[node.name]}")
             if pending:
                 time.sleep(POLL_INTERVAL)
+
+    def wait_paused(self, node: Node, paused: bool, timeout: float = STOP_TIMEOUT) -> bool:
+        """Wait until the kernel has frozen (or thawed) the process: signals land asynchronously.
+        False if it did not happen in time, or the process is gone."""
+        deadline = time.monotonic() + timeout
+        while self.is_paused(node) != paused:
+            if not self.is_running(node) or time.monotonic() >= deadline:
+                return False
+            time.sleep(POLL_INTERVAL / 10)
+        return True
 
     def send(self, node: Node, sig: int) -> None:
         assert node.pid is not None
