@@ -27,13 +27,18 @@ WAIT = 30.0  # generous bound for polls; never asserted on as a duration
 # --------------------------------------------------------------------------- helpers
 
 
-def pid_alive(pid: int) -> bool:
-    """A pid counts as alive unless gone or a zombie (orphans may never be reaped here)."""
+def proc_state(pid: int) -> str | None:
+    """The kernel's one-letter state of a process (T: stopped), None if there is none."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+        return None
+    return stat.rsplit(")", 1)[-1].split()[0]
+
+
+def pid_alive(pid: int) -> bool:
+    """A pid counts as alive unless gone or a zombie (orphans may never be reaped here)."""
+    return proc_state(pid) not in (None, "Z", "X")
 
 
 def client(node: Node, password: str | None = None) -> redis.Redis:
@@ -484,6 +489,25 @@ def test_invalid_arguments(tmp_path: Path):
         Topology(tmp_path, password="has space")
     with pytest.raises(KeyError, match="nope"):
         Topology(tmp_path).node("nope")
+    with pytest.raises(topo_mod.UnknownNode) as excinfo:
+        Topology(tmp_path, shards=1, replicas=1).node("shard1-master")
+    assert str(excinfo.value) == (
+        "no node named 'shard1-master'; valid nodes: shard0-master, shard0-replica1"
+    )
+    assert isinstance(excinfo.value, TopologyError)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("KILL", "SIGKILL"), ("sigterm", "SIGTERM"), ("Hup", "SIGHUP"), ("9", "SIGKILL"),
+     (" STOP ", "SIGSTOP"), ("BOGUS", None), ("SIGNOPE", None), ("999", None), ("", None)],
+)  # fmt: skip
+def test_parse_signal(text: str, expected: str | None):
+    if expected is None:
+        with pytest.raises(ValueError):
+            topo_process.parse_signal(text)
+    else:
+        assert topo_process.parse_signal(text).name == expected
 
 
 # --------------------------------------------------------------------------- CLI
@@ -550,6 +574,117 @@ def test_cli_json_output(tmp_path: Path):
         caches = json.loads(up.stdout)
         port = Topology.load(run_dir).node("shard0-master").port
         assert caches["default"]["LOCATION"] == [f"redis://:pw@127.0.0.1:{port}/0?name=shard0"]
+    finally:
+        if (run_dir / "topology.json").exists():
+            Topology.load(run_dir).down()
+
+
+def test_cli_fault_injection(tmp_path: Path):
+    run_dir = tmp_path / "cli-faults"
+    at = ("--dir", str(run_dir))
+    up = run_cli("up", *at, "--shards", "1", "--replicas", "1", "--sentinels", "0")
+    try:
+        assert up.returncode == 0, up.stderr
+        replica = Topology.load(run_dir).node("shard0-replica1")
+        assert replica.pid is not None
+
+        unknown = run_cli("kill", "shard9-master", *at)
+        assert unknown.returncode == 2
+        assert unknown.stderr.strip() == (
+            "error: no node named 'shard9-master'; valid nodes: shard0-master, shard0-replica1"
+        )
+        for command in ("pause", "resume", "start"):
+            assert run_cli(command, "nope", *at).returncode == 2, command
+        bad = run_cli("kill", "shard0-replica1", "--signal", "BOGUS", *at)
+        assert bad.returncode == 2
+        assert "unknown signal 'BOGUS'" in bad.stderr
+        assert pid_alive(replica.pid) and ping(replica)
+
+        paused = run_cli("pause", "shard0-replica1", *at)
+        assert paused.returncode == 0, paused.stderr
+        assert proc_state(replica.pid) == "T"
+        assert not ping(replica)
+        status = run_cli("status", "--json", *at)
+        assert status.returncode == 1  # a paused node answers nothing: it counts as dead
+        assert "dead: shard0-replica1" in status.stderr
+        rows = {row["name"]: row for row in json.loads(status.stdout)}
+        assert (rows["shard0-replica1"]["process"], rows["shard0-master"]["process"]) == (
+            "paused", "running"
+        )  # fmt: skip
+
+        resumed = run_cli("resume", "shard0-replica1", *at)
+        assert resumed.returncode == 0, resumed.stderr
+        assert proc_state(replica.pid) != "T" and ping(replica)
+
+        stopped = run_cli("kill", "shard0-replica1", "--signal", "STOP", *at)  # not fatal
+        assert (stopped.returncode, stopped.stdout.split()[:2]) == (0, ["sent", "SIGSTOP"])
+        wait_for(lambda: proc_state(replica.pid) == "T", "SIGSTOP to freeze the replica")
+        assert run_cli("resume", "shard0-replica1", *at).returncode == 0
+
+        killed = run_cli("kill", "shard0-replica1", "--signal", "term", *at)
+        assert killed.returncode == 0, killed.stderr
+        assert killed.stdout.splitlines() == [  # a replica, and no Sentinels: nothing to promote
+            f"shard0-replica1 (pid {replica.pid}) ended by SIGTERM; "
+            "`start shard0-replica1` brings it back"
+        ]
+        assert not pid_alive(replica.pid)
+        assert Topology.load(run_dir).node("shard0-replica1").pid is None
+        for command in ("kill", "pause", "resume"):
+            again = run_cli(command, "shard0-replica1", *at)
+            assert again.returncode == 2, command
+            assert "error: shard0-replica1 is not running" in again.stderr
+
+        started = run_cli("start", "shard0-replica1", *at)
+        assert started.returncode == 0, started.stderr
+        back = Topology.load(run_dir).node("shard0-replica1")
+        assert back.port == replica.port
+        assert back.pid is not None and back.pid != replica.pid
+        assert pid_alive(back.pid) and ping(back)  # outlived the command that started it
+        assert f"started shard0-replica1 on 127.0.0.1:{back.port}" in started.stdout
+        again = run_cli("start", "shard0-replica1", *at)
+        assert again.returncode == 2
+        assert "already running" in again.stderr
+        assert run_cli("status", *at).returncode == 0
+    finally:
+        if (run_dir / "topology.json").exists():
+            Topology.load(run_dir).down()
+    nowhere = ("--dir", str(tmp_path / "nothing-here"))
+    for command in ("kill", "pause", "resume", "start"):
+        missing = run_cli(command, "shard0-master", *nowhere)
+        assert missing.returncode == 1, command
+        assert "no topology state file" in missing.stderr
+
+
+def test_cli_failover_by_hand(tmp_path: Path):
+    """What the README suggests: kill a shard's master, watch Sentinel promote its replica."""
+    run_dir = tmp_path / "cli-failover"
+    at = ("--dir", str(run_dir))
+    up = run_cli("up", *at, "--shards", "2", "--replicas", "1", "--sentinels", "3",
+                 "--down-after-ms", "500", "--failover-timeout-ms", "2000")  # fmt: skip
+
+    def roles() -> dict[str, tuple[Any, Any]]:
+        status = run_cli("status", "--json", *at)
+        return {r["name"]: (r["role"], r["sentinel_role"]) for r in json.loads(status.stdout)}
+
+    try:
+        assert up.returncode == 0, up.stderr
+        assert roles()["shard1-master"] == ("master", "master")
+        killed = run_cli("kill", "shard1-master", *at)
+        assert killed.returncode == 0, killed.stderr
+        assert "it was shard1's master: Sentinel marks it down after 500 ms" in killed.stdout
+        assert run_cli("status", *at).returncode == 1
+        wait_for(
+            lambda: roles()["shard1-replica1"] == ("master", "master"),
+            "Sentinel to promote shard1's replica",
+        )
+        after = roles()
+        assert after["shard1-master"] == (None, "replica")  # dead, and demoted in Sentinel's eyes
+        assert after["shard0-master"] == ("master", "master")  # the other shard is untouched
+
+        started = run_cli("start", "shard1-master", *at)
+        assert started.returncode == 0, started.stderr
+        assert roles()["shard1-master"][1] == "replica"
+        assert run_cli("status", *at).returncode == 0
     finally:
         if (run_dir / "topology.json").exists():
             Topology.load(run_dir).down()

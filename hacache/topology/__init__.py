@@ -14,6 +14,7 @@ Command line (processes outlive the command; state lives in ``DIR/topology.json`
 
     python -m hacache.topology up [--dir DIR] [--shards N] [--replicas R] [--sentinels S]
     python -m hacache.topology status [--dir DIR]     # exit status 1 if any node is dead
+    python -m hacache.topology kill shard0-master     # also pause, resume, start NODE
     python -m hacache.topology down [--dir DIR]
 
 Modules: ``launcher`` (the ``Topology`` class), ``process`` (spawning, signalling, reaping),
@@ -33,6 +34,7 @@ from hacache.topology.node import (
     RedisNotInstalled,
     TopologyError,
     TopologyRunning,
+    UnknownNode,
 )
 from hacache.topology.process import free_port, looks_like_node
 
@@ -42,6 +44,7 @@ __all__ = [
     "Topology",
     "TopologyError",
     "TopologyRunning",
+    "UnknownNode",
     "free_port",
     "looks_like_node",
     "main",

@@ -6,6 +6,9 @@
        [--options JSON] [--json]          start a topology; print its nodes and CACHES setting
     status [--json]                       every node: process, answers?, role (own and Sentinel's)
     down                                  stop exactly what ``up`` started
+    kill NODE [--signal SIG]              send SIG (default KILL); waits for a fatal one to land
+    pause NODE / resume NODE              SIGSTOP / SIGCONT: the node hangs but keeps its port
+    start NODE                            restart a stopped or killed node on its old port
 
 ``DIR`` defaults to ``.hacache/topology`` under the current directory; ``up`` defaults to 3 shards,
 1 replica per shard and 3 Sentinels. ``up`` prints a table of nodes, then a line ``CACHES = ``
@@ -18,22 +21,23 @@ Either way the same JSON is written to ``DIR/caches.json``.
 
 Invariants kept here: the processes outlive the command (each command reads ``DIR/topology.json``
 afresh); results go to stdout and errors to stderr, as ``error: ...``; exit status 0 on success,
-1 when there is no topology in ``DIR`` (``status``: also when a node is dead), 2 for a usage error
-or a node that failed (and when Redis is not installed), 3 when ``up`` finds a topology already
-running in ``DIR``.
+1 when there is no topology in ``DIR`` (``status``: also when a node is dead), 2 for a usage error,
+an unknown node, a node not running or a node that failed (and when Redis is not installed),
+3 when ``up`` finds a topology already running in ``DIR``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from hacache.topology import state
+from hacache.topology import process, state
 from hacache.topology.launcher import Topology
 from hacache.topology.node import RedisNotInstalled, TopologyError, TopologyRunning
 
@@ -54,6 +58,15 @@ def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _signal_arg(text: str) -> signal.Signals:
+    try:
+        return process.parse_signal(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"unknown signal {text!r} (try KILL, TERM, INT, QUIT, HUP, STOP, CONT or a number)"
+        ) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -85,6 +98,18 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("down", parents=[common], help="stop the topology")
     status = sub.add_parser("status", parents=[common], help="show nodes; exit 1 if any is dead")
     status.add_argument("--json", action="store_true", help="print the rows as JSON")
+    kill = sub.add_parser("kill", parents=[common], help="send a signal to a node (default KILL)")
+    kill.add_argument("node", help="node name, e.g. shard0-master (see `status`)")
+    kill.add_argument(
+        "--signal", type=_signal_arg, default=signal.SIGKILL, metavar="SIG",
+        help="KILL (default), TERM, INT, QUIT, HUP, ... or a number",
+    )  # fmt: skip
+    for name, text in (
+        ("pause", "freeze a node (SIGSTOP): it keeps its port and answers nothing"),
+        ("resume", "let a paused node carry on (SIGCONT)"),
+        ("start", "restart a stopped or killed node on its old port"),
+    ):
+        sub.add_parser(name, parents=[common], help=text).add_argument("node", help="node name")
     return parser
 
 
@@ -134,6 +159,44 @@ def _cmd_status(args: argparse.Namespace, topo: Topology) -> int:
     return 0
 
 
+def _cmd_kill(args: argparse.Namespace, topo: Topology) -> int:
+    node = topo.node(args.node)
+    pid, sig = node.pid, args.signal
+    was_master = topo.sentinels > 0 and node in topo.masters().values()
+    topo.kill(node.name, sig)
+    if sig not in process.FATAL_SIGNALS:
+        print(f"sent {sig.name} to {node.name} (pid {pid})")
+        return 0
+    print(f"{node.name} (pid {pid}) ended by {sig.name}; `start {node.name}` brings it back")
+    if was_master:
+        print(
+            f"it was {node.shard}'s master: Sentinel marks it down after {topo.down_after_ms} ms, "
+            "then promotes a replica (watch `status`)"
+        )
+    return 0
+
+
+def _cmd_pause(args: argparse.Namespace, topo: Topology) -> int:
+    topo.pause(args.node)
+    node = topo.node(args.node)
+    print(f"paused {node.name} (pid {node.pid}): it answers nothing until `resume {node.name}`")
+    return 0
+
+
+def _cmd_resume(args: argparse.Namespace, topo: Topology) -> int:
+    topo.resume(args.node)
+    node = topo.node(args.node)
+    print(f"resumed {node.name} (pid {node.pid})")
+    return 0
+
+
+def _cmd_start(args: argparse.Namespace, topo: Topology) -> int:
+    topo.start(args.node)
+    node = topo.node(args.node)
+    print(f"started {node.name} on {node.host}:{node.port} (pid {node.pid})")
+    return 0
+
+
 def _on_loaded(command: Callable[[argparse.Namespace, Topology], int]) -> Callable[..., int]:
     """Run ``command`` on the topology saved in ``--dir``, or say there is none (exit 1)."""
 
@@ -152,6 +215,10 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "up": _cmd_up,
     "down": _cmd_down,
     "status": _on_loaded(_cmd_status),
+    "kill": _on_loaded(_cmd_kill),
+    "pause": _on_loaded(_cmd_pause),
+    "resume": _on_loaded(_cmd_resume),
+    "start": _on_loaded(_cmd_start),
 }
 
 

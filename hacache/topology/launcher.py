@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import Any
 
 from hacache.topology import config, probes, process, state
-from hacache.topology.node import Node, TopologyError, TopologyRunning
+from hacache.topology.node import Node, TopologyError, TopologyRunning, UnknownNode
 
 PORT_ATTEMPTS = 5
 
@@ -110,10 +110,12 @@ class Topology:
         return list(self._nodes.values())
 
     def node(self, name: str) -> Node:
+        """The node called ``name``; ``UnknownNode`` (a KeyError) lists the valid names."""
         try:
             return self._nodes[name]
         except KeyError:
-            raise KeyError(f"no node named {name!r}; have {sorted(self._nodes)}") from None
+            valid = ", ".join(self._nodes)
+            raise UnknownNode(f"no node named {name!r}; valid nodes: {valid}") from None
 
     def _by_role(self, role: str) -> list[Node]:
         return [n for n in self._nodes.values() if n.role == role]

@@ -33,6 +33,13 @@ class TopologyRunning(TopologyError):
     """The run directory already hosts a live topology; starting a second one would clash."""
 
 
+class UnknownNode(TopologyError, KeyError):
+    """No node has the name asked for; the message lists the names there are."""
+
+    def __str__(self) -> str:  # KeyError would print the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
 @dataclass
 class Node:
     """One Redis or Sentinel process; ``role`` is the role it was launched with."""
