@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import Any
 
 from hacache.topology import config, probes, process, state
-from hacache.topology.node import Node, TopologyError, TopologyRunning, UnknownNode
+from hacache.topology.node import Node, TopologyError, TopologyRunning, UnknownNode, plan
 
 PORT_ATTEMPTS = 5
 
@@ -63,7 +63,8 @@ class Topology:
         self.down_after_ms = down_after_ms
         self.failover_timeout_ms = failover_timeout_ms
         self.password = password
-        self._nodes: dict[str, Node] = {n.name: n for n in self._plan()}
+        planned = plan(self.run_dir, host, self.shard_names, replicas, sentinels)
+        self._nodes: dict[str, Node] = {n.name: n for n in planned}
         self._processes = process.Supervisor()
         self._started = False
 
@@ -81,30 +82,6 @@ class Topology:
     def quorum(self) -> int:
         """Majority of Sentinels, so one partitioned Sentinel cannot trigger a failover."""
         return max(1, self.sentinels // 2 + 1)
-
-    def _plan(self) -> list[Node]:
-        nodes = []
-        for shard in self.shard_names:
-            nodes.append(self._new_node(f"{shard}-master", "master", shard))
-            for i in range(1, self.replicas + 1):
-                nodes.append(self._new_node(f"{shard}-replica{i}", "replica", shard))
-        for i in range(self.sentinels):
-            nodes.append(self._new_node(f"sentinel{i}", "sentinel", None))
-        return nodes
-
-    def _new_node(self, name: str, role: str, shard: str | None) -> Node:
-        node_dir = self.run_dir / name
-        conf = node_dir / ("sentinel.conf" if role == "sentinel" else "redis.conf")
-        return Node(
-            name=name,
-            role=role,
-            shard=shard,
-            host=self.host,
-            port=0,
-            dir=str(node_dir),
-            conf=str(conf),
-            log=str(node_dir / f"{name}.log"),
-        )
 
     def nodes(self) -> list[Node]:
         return list(self._nodes.values())
