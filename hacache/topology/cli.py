@@ -176,24 +176,21 @@ def _cmd_kill(args: argparse.Namespace, topo: Topology) -> int:
     return 0
 
 
-def _cmd_pause(args: argparse.Namespace, topo: Topology) -> int:
-    topo.pause(args.node)
-    node = topo.node(args.node)
-    print(f"paused {node.name} (pid {node.pid}): it answers nothing until `resume {node.name}`")
-    return 0
+NODE_ACTIONS: dict[str, tuple[Callable[[Topology, str], None], str]] = {
+    "pause": (
+        Topology.pause,
+        "paused {name} (pid {pid}): it answers nothing until `resume {name}`",
+    ),
+    "resume": (Topology.resume, "resumed {name} (pid {pid})"),
+    "start": (Topology.start, "started {name} on {host}:{port} (pid {pid})"),
+}
 
 
-def _cmd_resume(args: argparse.Namespace, topo: Topology) -> int:
-    topo.resume(args.node)
-    node = topo.node(args.node)
-    print(f"resumed {node.name} (pid {node.pid})")
-    return 0
-
-
-def _cmd_start(args: argparse.Namespace, topo: Topology) -> int:
-    topo.start(args.node)
-    node = topo.node(args.node)
-    print(f"started {node.name} on {node.host}:{node.port} (pid {node.pid})")
+def _cmd_node_action(args: argparse.Namespace, topo: Topology) -> int:
+    """pause, resume or start the node, then say what it is now."""
+    action, done = NODE_ACTIONS[args.command]
+    action(topo, args.node)
+    print(done.format(**asdict(topo.node(args.node))))
     return 0
 
 
@@ -216,9 +213,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "down": _cmd_down,
     "status": _on_loaded(_cmd_status),
     "kill": _on_loaded(_cmd_kill),
-    "pause": _on_loaded(_cmd_pause),
-    "resume": _on_loaded(_cmd_resume),
-    "start": _on_loaded(_cmd_start),
+    **dict.fromkeys(NODE_ACTIONS, _on_loaded(_cmd_node_action)),
 }
 
 

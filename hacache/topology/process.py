@@ -102,30 +102,31 @@ def parse_signal(text: str) -> signal.Signals:
 
 def cmdline(pid: int) -> str | None:
     """Command line of ``pid`` (None if gone); used to avoid signalling recycled pids."""
-    if _HAVE_PROC:
-        try:
-            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            return None
-        return raw.replace(b"\0", b" ").decode(errors="replace").strip()
-    return _ps(pid, "command=") or None
+    if not _HAVE_PROC:
+        return _ps(pid, "command=") or None
+    raw = _proc(pid, "cmdline")
+    return None if raw is None else raw.replace(b"\0", b" ").decode(errors="replace").strip()
 
 
 def pid_state(pid: int) -> str | None:
     """The process's one-letter state (``R``, ``S``, ``T`` when paused, ``Z``...), None if gone."""
-    if _HAVE_PROC:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return None
-        return stat.rsplit(")", 1)[-1].split()[0]
-    return _ps(pid, "stat=")[:1] or None
+    if not _HAVE_PROC:
+        return _ps(pid, "stat=")[:1] or None
+    raw = _proc(pid, "stat")  # "pid (comm) state ...": comm may hold spaces and parentheses
+    return None if raw is None else raw.decode(errors="replace").rsplit(")", 1)[-1].split()[0]
 
 
 def pid_running(pid: int) -> bool:
     """True while ``pid`` exists and is not a zombie (orphans may never be reaped here)."""
     state = pid_state(pid)
     return state is not None and state not in ("Z", "X")
+
+
+def _proc(pid: int, name: str) -> bytes | None:
+    try:
+        return Path(f"/proc/{pid}/{name}").read_bytes()
+    except OSError:
+        return None
 
 
 def _ps(pid: int, field: str) -> str:
