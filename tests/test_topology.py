@@ -176,6 +176,25 @@ def test_sentinel_config(make_topology: Callable[..., Topology]):
     assert "sentinel auth-pass shard0 s3cret" in text
 
 
+def test_caches_setting_works_with_a_password_and_sentinels(
+    make_topology: Callable[..., Topology],
+):
+    from tests.conftest import make_cache
+
+    topo = make_topology(shards=1, replicas=1, sentinels=1, password="s3cret").up()
+    params = topo.caches_setting()["default"]
+    sentinel = topo.node("sentinel0")
+    # The servers' password, and none for the Sentinels, which have none (AUTH would fail).
+    assert params["LOCATION"] == [
+        f"sentinel://:s3cret@127.0.0.1:{sentinel.port}/shard0/0?name=shard0"
+    ]
+    cache = make_cache(params)
+    cache.set("k", "v")
+    assert cache.get("k") == "v"
+    with client(topo.masters()["shard0"], "s3cret") as c:
+        assert c.dbsize() == 1
+
+
 def test_context_manager_and_password(make_topology: Callable[..., Topology]):
     topo = make_topology(shards=1, replicas=1, password="s3cret")
     with topo as running:

@@ -108,7 +108,7 @@ def redis_url(node: Node, shard: str, password: str | None) -> str:
 
 
 def sentinel_url(sentinels: Iterable[tuple[str, int]], shard: str, password: str | None) -> str:
-    """``sentinel://`` URL through which hacache finds the shard's master."""
-    query = f"&sentinel_password={url_quote(password, safe='')}" if password else ""
+    """``sentinel://`` URL through which hacache finds the shard's master. ``password`` is the
+    servers'; the launcher's Sentinels have none, so the URL gives them none."""
     hosts = ",".join(f"{host}:{port}" for host, port in sentinels)
-    return f"sentinel://{_auth(password)}{hosts}/{shard}/0?name={shard}{query}"
+    return f"sentinel://{_auth(password)}{hosts}/{shard}/0?name={shard}"
