@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo: starts a local Redis topology (3 shards, each a master and a replica, 3 sentinels),
-# serves the testproject site on it with gunicorn, and stops everything on Ctrl-C.
+# serves the testproject site on it with gunicorn, and stops everything on Ctrl-C. Server errors
+# and hacache's warnings (a shard failing open, a promotion) show in this terminal.
 #   scripts/demo.sh            # http://127.0.0.1:8000/
 #   PORT=8080 WORKERS=4 DEMO_OPTIONS='{"NEAR_CACHE": false}' scripts/demo.sh
 set -euo pipefail
@@ -12,7 +13,9 @@ python="$(make_venv "${PYTHON_VERSION:-3.11}")" || { echo "Python ${PYTHON_VERSI
 run_dir="$REPO/.hacache/topology"
 
 "$python" -m hacache.topology down --dir "$run_dir" >/dev/null 2>&1 || true
-default_options='{"NEAR_CACHE": true}'
+# The recommended HA set-up for a web cache: fail open (a dead shard reads as empty, never a 500)
+# and keep sessions out of the near-cache (written about as often as read).
+default_options='{"NEAR_CACHE": true, "FAIL_OPEN": true, "NEAR_CACHE_EXCLUDE": ["*:django.contrib.sessions.cache*"]}'
 "$python" -m hacache.topology up --dir "$run_dir" --shards 3 --replicas 1 --sentinels 3 \
     --options "${DEMO_OPTIONS:-$default_options}"
 trap '"$python" -m hacache.topology down --dir "$run_dir"' EXIT

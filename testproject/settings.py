@@ -83,6 +83,7 @@ USE_TZ = True
 TIME_ZONE = "UTC"
 USE_I18N = False
 
+# Everything goes to stderr, so the demo's terminal (gunicorn) shows what went wrong and when.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -95,6 +96,10 @@ LOGGING = {
         },
     },
     "loggers": {
+        # Unhandled exceptions (HTTP 500), with their tracebacks: Django only prints these
+        # itself with DEBUG on, and mails them to ADMINS (there are none) otherwise.
+        "django.request": {"handlers": ["stderr"], "level": "ERROR", "propagate": False},
+        # hacache's warnings: a shard failing open, a Sentinel promotion, lost invalidations.
         "hacache": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
         "testproject": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
     },

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,17 +20,39 @@ from typing import Any
 import pytest
 from django.contrib.sessions.backends.cache import KEY_PREFIX as SESSION_KEY_PREFIX
 from django.core.cache import cache
+from django.core.cache.backends.base import default_key_func
 from django.core.cache.utils import make_template_fragment_key
 from django.core.exceptions import ImproperlyConfigured
 from django.test import Client
 from django.urls import reverse
 
+from hacache.options import parse_options
+from hacache.topology import Topology
 from testproject import settings as project_settings
 from testproject import views
+from tests.conftest import cache_params
 
 pytestmark = pytest.mark.usefixtures("hacache_caches")
 
 SIDEBAR_TOKEN = re.compile(r"sidebar ([0-9a-f]{32})")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def demo_options() -> dict[str, Any]:
+    """The OPTIONS ``scripts/demo.sh`` serves the site with unless told otherwise."""
+    match = re.search(r"^default_options='(.*)'$", (REPO / "scripts/demo.sh").read_text(), re.M)
+    assert match, "scripts/demo.sh no longer sets default_options"
+    options: dict[str, Any] = json.loads(match.group(1))
+    return options
+
+
+@pytest.fixture(params=["plain", "demo"])
+def hacache_caches(request: pytest.FixtureRequest, settings: Any, topology: Topology) -> dict:
+    """Every view is tested with the backend's defaults and with the demo's OPTIONS."""
+    options = demo_options() if request.param == "demo" else {}
+    caches = {"default": cache_params(topology, "sharded", **options)}
+    settings.CACHES = caches
+    return caches
 
 
 def _json(response: Any) -> Any:
@@ -237,3 +262,59 @@ def test_load_caches_rejects_bad_files(tmp_path: Path) -> None:
     bad.write_text('{"other": {}}')
     with pytest.raises(ImproperlyConfigured):
         project_settings.load_caches({"HACACHE_CACHES_FILE": str(bad)})
+
+
+def test_demo_runs_the_recommended_ha_options() -> None:
+    options = demo_options()
+    parsed = parse_options(["redis://127.0.0.1:6379/0"], options)
+    assert parsed.fail_open is True
+    assert parsed.near_cache is not None and parsed.near_cache.covers is not None
+    session_key = default_key_func(SESSION_KEY_PREFIX + "abc", "", 1)  # the demo's KEY_PREFIX
+    assert session_key == ":1:django.contrib.sessions.cacheabc"
+    assert not parsed.near_cache.covers(session_key)  # sessions stay remote-only
+    assert parsed.near_cache.covers(":1:views.decorators.cache.cache_page.x")
+
+
+BOOM = """
+import logging, sys, types
+import django
+django.setup()
+from django.test import Client
+from django.test.utils import override_settings
+from django.urls import path
+
+def boom(request):
+    raise RuntimeError("boom from a view")
+
+urls = types.ModuleType("boom_urls")
+urls.urlpatterns = [path("boom/", boom)]
+sys.modules["boom_urls"] = urls
+with override_settings(ROOT_URLCONF="boom_urls"):
+    response = Client(raise_request_exception=False).get("/boom/")
+print(response.status_code)
+logging.getLogger("hacache").warning("hacache: shard 'shard1' unavailable, failing open")
+logging.getLogger("hacache").debug("not shown")
+"""
+
+
+def test_server_errors_and_hacache_warnings_reach_stderr(tmp_path: Path) -> None:
+    """The demo's terminal shows a 500 with its traceback, and hacache's warnings."""
+    caches = tmp_path / "caches.json"
+    caches.write_text(json.dumps(project_settings.FALLBACK_CACHES))
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "testproject.settings",
+        "HACACHE_CACHES_FILE": str(caches),
+        "DJANGO_DEBUG": "",
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    run = subprocess.run(
+        [sys.executable, "-c", BOOM], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "500"
+    assert "ERROR django.request: Internal Server Error: /boom/" in run.stderr
+    assert "Traceback (most recent call last)" in run.stderr
+    assert "RuntimeError: boom from a view" in run.stderr
+    assert "WARNING hacache: hacache: shard 'shard1' unavailable, failing open" in run.stderr
+    assert "not shown" not in run.stderr
