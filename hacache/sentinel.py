@@ -298,7 +298,9 @@ class SentinelMonitor:
         if channel == b"+switch-master" and words[0] == service:
             # "<name> <old-ip> <old-port> <new-ip> <new-port>": act before asking anything.
             new = (words[3].decode(), int(words[4]))
-            if self.shard.apply(new, None, None):
+            before = self.shard.view.master
+            self.shard.apply(new, None, None)
+            if self.shard.view.master is not before:  # once, whichever sentinel said it first
                 logger.warning(
                     "hacache: shard %r: Sentinel promoted %s:%s (was %s:%s)",
                     self.shard.name, *new, words[1].decode(), words[2].decode(),

@@ -76,7 +76,10 @@ def cached(request: HttpRequest) -> JsonResponse:
 def counter(request: HttpRequest) -> JsonResponse:
     """Hit counter with atomic server-side increments (add creates it, incr bumps it)."""
     cache.add(COUNTER_KEY, 0, timeout=None)
-    return JsonResponse({"count": cache.incr(COUNTER_KEY)})
+    try:
+        return JsonResponse({"count": cache.incr(COUNTER_KEY)})
+    except ValueError:  # gone again (evicted, or its shard failing open): not counted
+        return JsonResponse({"count": None})
 
 
 async def async_counter(request: HttpRequest) -> HttpResponse:
@@ -87,7 +90,11 @@ async def async_counter(request: HttpRequest) -> HttpResponse:
     if request.method != "GET":
         return HttpResponseNotAllowed(["GET"])
     await cache.aadd(COUNTER_KEY, 0, timeout=None)
-    response = JsonResponse({"count": await cache.aincr(COUNTER_KEY)})
+    try:
+        count = await cache.aincr(COUNTER_KEY)
+    except ValueError:  # see counter()
+        count = None
+    response = JsonResponse({"count": count})
     add_never_cache_headers(response)
     return response
 

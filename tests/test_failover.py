@@ -479,3 +479,38 @@ def test_one_replica_async_master_killed(ha):
     thread.join(PATIENCE)
     assert errors == []
     assert wrong == []
+
+
+DEMO_PAGES = ("/", "/cached/", "/counter/", "/async/counter/", "/slow/", "/fragments/",
+              "/session/", "/item/example/", "/health/")  # fmt: skip
+
+
+def test_the_demo_serves_no_error_while_a_master_dies(ha, settings):
+    """The demo's recommended options (FAIL_OPEN, near-cache): browsing sees no HTTP 500."""
+    from django.test import Client
+
+    from tests.test_testproject import demo_options
+
+    entry = {**ha.caches_setting(**demo_options())["default"], "KEY_PREFIX": "demo"}
+    settings.CACHES = {"default": entry}
+    client = Client(raise_request_exception=False)
+    statuses: list[tuple[str, int]] = []
+
+    def browse() -> None:
+        for page in DEMO_PAGES:
+            statuses.append((page, client.get(page).status_code))
+
+    browse()
+    from django.core.cache import cache
+
+    from testproject.views import COUNTER_KEY
+
+    shard = cache._router.shard_for(cache.make_key(COUNTER_KEY))  # the page most at risk
+    old = shard.master
+    ha.kill(f"{shard.name}-master")
+    assert until(lambda: browse() or shard.master is not old)
+    for _ in range(3):
+        browse()
+    # /health/ is the one page meant to say so (503) while its probe key's shard is down.
+    assert [s for s in statuses if s[1] >= 500 and s != ("/health/", 503)] == []
+    assert len(statuses) > 3 * len(DEMO_PAGES)

@@ -172,3 +172,25 @@ def test_ejected_shard_keys_move_to_the_others_and_come_back(two_shards):
     cache.set(key, "back")
     assert cache._router.shard_for(cache.make_key(key)).name == "shard0"
     assert cache.get(key) == "back"
+
+
+def test_a_write_that_finds_no_free_connection_is_not_silently_dropped(topology, caplog):
+    """Failing open, PoolExhausted on a healthy shard: recorded, logged, repaired next write."""
+    cache = make_cache(
+        cache_params(topology, "single", FAIL_OPEN=True, MAX_CONNECTIONS=1, POOL_TIMEOUT=0.05)
+    )
+    cache.set("k", "old")
+    shard = next(iter(cache._router.shards.values()))
+    held, _ = shard.master.pool.acquire()  # a busy neighbour holds the only connection
+    try:
+        with caplog.at_level("WARNING", logger="hacache"):
+            assert cache.delete("k") is False  # not done, and reported so
+        assert "no free connection" in caplog.text
+        assert cache.get("k") is None  # this process never reads the older value back
+    finally:
+        shard.master.pool.release(held)
+    raw = redis.Redis(**shard.spec.connection_kwargs)
+    assert raw.get(cache.make_key("k")) is not None  # still there: nothing was sent
+    cache.set("other", 1)  # the next write carries the repair
+    assert raw.get(cache.make_key("k")) is None
+    assert not cache._router.dropped.waiting

@@ -151,6 +151,39 @@ def test_cached_misses():
     assert near.get("k") is ABSENT
 
 
+def test_a_value_that_expired_between_get_and_pttl_is_not_kept():
+    near = NearCache(["s"], max_entries=10, max_bytes=10**6, max_ttl=60)
+    near.trust("s")
+    near.fill(near.lease("k", "s"), b"value", -2)  # GET found it, PTTL: gone since
+    assert near.get("k") is MISS
+    near.fill(near.lease("k", "s"), b"value", -1)  # no expiry: kept up to max_ttl
+    assert near.get("k") == b"value"
+
+
+def test_keys_of_our_failed_writes_are_not_kept_until_our_own_invalidation_arrives():
+    """A write that timed out may still run later: a read meanwhile must keep nothing."""
+    near = NearCache(["s"], max_entries=10, max_bytes=10**6, max_ttl=60)
+    near.trust("s")
+    near.doubt(["k"])
+    assert near.lease("k", "s") is None
+    near.own_invalidation(["k"])  # the write ran after all: its message names k
+    lease = near.lease("k", "s")
+    assert lease is not None
+    near.fill(lease, b"new", -1)
+    assert near.get("k") == b"new"
+
+
+def test_a_failed_write_puts_its_keys_in_doubt(topology):
+    cache = ready(make_cache(near_params(topology)))
+    key = cache.make_key("k")
+    op = cache._ops.set(key, "v", None)
+    op.cleanup()  # the call raised (or failed open) before its replies came back
+    assert cache._router.near.lease(key, cache._router.shard_for(key).name) is None
+    done = cache._ops.set(key, "v", None)
+    cache._router.run(done)  # a write that returns clears nothing: only our echo does
+    assert until(lambda: cache._router.near.lease(key, cache._router.shard_for(key).name))
+
+
 # -- one process ---------------------------------------------------------------------------
 
 
