@@ -413,6 +413,7 @@ def build_report(cfg: Config, m: _Measured) -> dict[str, Any]:
         "failover_end": _first(events, "+failover-end"),
         "resumed": m.window.resume,
         "converted_old_master": _first(events, "+convert-to-slave"),
+        "read_gaps_judged_until": m.window.settled,
     }
     load = (
         f"{cfg.writers} writer thread(s) (set then get of the same key, each on its own keys) "
