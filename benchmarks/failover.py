@@ -12,7 +12,7 @@ Options (a scenario sets some of them; options given explicitly win over the sce
     --mode kill|pause --pause-seconds S --shards N --replicas N --fail-open
     --writers N --readers N --keys N --seconds S --kill-at S
     --down-after-ms MS --failover-timeout-ms MS --wait-replicas N --hacache-options JSON
-    --json PATH --png PATH --ops PATH --summary PATH
+    --repeat N --json PATH --png PATH --ops PATH --summary PATH
 
 Scenarios (all: three Sentinels, ``down-after-milliseconds`` 1000, one replica per master;
 2 writer threads and 1 reader thread per backend on 200 keys):
@@ -34,6 +34,10 @@ Outputs per scenario: ``benchmarks/results/failover-NAME.json`` and every node's
 ``benchmarks/results/failover-NAME-logs/`` (git-ignored); the plot in
 ``benchmarks/plots/failover.png`` for ``kill`` and ``benchmarks/plots/failover-NAME.png`` for the
 others (committed). A custom run writes ``failover-custom.*`` under ``benchmarks/results/``.
+Some failures are races that show in one run and not the next: ``--repeat N`` runs every
+scenario N times (round after round), the summary lists every run's value and fails a target if
+any run missed it; the committed plot is hacache's worst run, the others' plots and JSON get a
+``-runK`` suffix under ``benchmarks/results/``.
 
 How it measures: each backend runs in its own spawned process (no shared GIL, pool or Sentinel
 client), both at once against the same servers, so they live through the same failover. In each
@@ -67,7 +71,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import failover_load
 import failover_report as fr
@@ -126,7 +130,7 @@ class Config:
     @property
     def title(self) -> str:
         what = "kill -9" if self.mode == "kill" else f"SIGSTOP for {self.pause_seconds:g} s"
-        where = f"{SHARD}'s master of {self.shards} shards" if self.shards > 1 else "the master"
+        where = f"{SHARD}'s master ({self.shards} shards)" if self.shards > 1 else "the master"
         options = "failing open" if self.fail_open else "default options"
         extra = " + " + json.dumps(self.extra_hacache_options) if self.extra_hacache_options else ""
         return f"{what} of {where}, {self.replicas} replica(s), {options}{extra}"
@@ -280,8 +284,7 @@ def _sleep_until(t: float) -> None:
         time.sleep(min(left, 0.05))
 
 
-def _save_logs(topo: Any, name: str) -> None:
-    logs = RESULTS / f"failover-{name}-logs"
+def _save_logs(topo: Any, logs: Path) -> None:
     with contextlib.suppress(OSError):
         shutil.rmtree(logs, ignore_errors=True)
         logs.mkdir(parents=True, exist_ok=True)
@@ -303,8 +306,9 @@ class _Measured:
     load_average: tuple[float, float]  # 1-minute load average before and after
 
 
-def measure(cfg: Config) -> _Measured:
-    """Start the topology and both generators, kill (or pause) shard0's master, collect."""
+def measure(cfg: Config, logs: Path) -> _Measured:
+    """Start the topology and both generators, kill (or pause) shard0's master, collect; every
+    node's log ends up in ``logs``."""
     import multiprocessing
 
     from hacache.topology import Topology
@@ -386,7 +390,7 @@ def measure(cfg: Config) -> _Measured:
         if paused and victim is not None:
             with contextlib.suppress(Exception):
                 topo.resume(victim.name)
-        _save_logs(topo, cfg.name)
+        _save_logs(topo, logs)
         topo.down()
         shutil.rmtree(run_dir, ignore_errors=True)
     switch = _first(events, "+switch-master")
@@ -521,8 +525,19 @@ def _config(name: str, args: argparse.Namespace, parser: argparse.ArgumentParser
     return cfg
 
 
-def _outputs(cfg: Config, args: argparse.Namespace) -> tuple[Path, Path, Path | None]:
-    json_path = args.json or RESULTS / f"failover-{cfg.name}.json"
+def _with_suffix(path: Path, suffix: str) -> Path:
+    return path.with_name(f"{path.stem}{suffix}{path.suffix}") if suffix else path
+
+
+class _Outputs(NamedTuple):
+    json: Path  # this run's report
+    png: Path  # this run's plot (the scenario's own path if it is hacache's worst run)
+    logs: Path  # this run's node logs
+    ops: Path | None  # this run's every operation, if asked for
+
+
+def _outputs(cfg: Config, args: argparse.Namespace, run: int, worst: bool = True) -> _Outputs:
+    again = f"-run{run}" if run > 1 else ""
     if args.png:
         png = args.png
     elif cfg.name == "kill":
@@ -531,10 +546,18 @@ def _outputs(cfg: Config, args: argparse.Namespace) -> tuple[Path, Path, Path | 
         png = PLOTS / f"failover-{cfg.name}.png"
     else:
         png = RESULTS / f"failover-{cfg.name}.png"
-    ops = args.ops
-    if ops is not None and args.all:
-        ops = ops.with_name(f"{ops.stem}-{cfg.name}{ops.suffix}")
-    return json_path, png, ops
+    return _Outputs(
+        json=_with_suffix(args.json or RESULTS / f"failover-{cfg.name}.json", again),
+        png=png if worst else _with_suffix(RESULTS / png.name, again or "-run1"),
+        logs=RESULTS / f"failover-{cfg.name}{again}-logs",
+        ops=args.ops and _with_suffix(args.ops, (f"-{cfg.name}" if args.all else "") + again),
+    )
+
+
+def _write_json(report: dict[str, Any]) -> None:
+    path = REPO / report["json"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1) + "\n")
 
 
 def _meta() -> dict[str, Any]:
@@ -587,32 +610,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--png", type=Path, help="default: see the module's docstring")
     parser.add_argument("--ops", type=Path, help="also write every operation to this JSON file")
     parser.add_argument(
+        "--repeat", type=int, default=1,
+        help="run each scenario this many times (a race may show in one run and not the next)",
+    )  # fmt: skip
+    parser.add_argument(
         "--summary", type=Path,
         help="markdown summary (--all: default benchmarks/results/failover-summary.md)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     if args.all and (args.json or args.png):
         parser.error("--json and --png name one run's files; --all writes the default ones")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     names = list(SCENARIOS) if args.all else [args.scenario or "custom"]
     configs = [_config(name, args, parser) for name in names]  # check all before running any
-    reports = []
+    runs: dict[str, list[dict[str, Any]]] = {cfg.name: [] for cfg in configs}
+    for run in range(1, args.repeat + 1):  # round after round: machine noise spreads evenly
+        for cfg in configs:
+            out = _outputs(cfg, args, run)
+            measured = measure(cfg, out.logs)
+            report = build_report(cfg, measured)
+            report["run"], report["json"] = run, _relative(out.json)
+            if out.ops is not None:
+                write_ops(out.ops, measured)
+            print_report(report)
+            _write_json(report)
+            runs[cfg.name].append(report)
     for cfg in configs:
-        json_path, png_path, ops_path = _outputs(cfg, args)
-        measured = measure(cfg)
-        report = build_report(cfg, measured)
-        if ops_path is not None:
-            write_ops(ops_path, measured)
-        report["json"], report["png"] = _relative(json_path), _relative(png_path)
-        print_report(report)
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(report, indent=1) + "\n")
-        fr.plot(report, png_path)
-        print(f"\nJSON: {json_path}\nPNG:  {png_path}")
-        reports.append(report)
+        worst = max(runs[cfg.name], key=fr.severity)  # the first of equals
+        for report in runs[cfg.name]:
+            png = _outputs(cfg, args, report["run"], report is worst).png
+            report["png"] = _relative(png)
+            report["worst_of_several"] = report is worst and args.repeat > 1
+            fr.plot(report, png)
+            _write_json(report)
+            print(f"{cfg.name} run {report['run']}: JSON {report['json']}, PNG {report['png']}")
     summary = args.summary or (RESULTS / "failover-summary.md" if args.all else None)
     if summary is not None:
         summary.parent.mkdir(parents=True, exist_ok=True)
-        summary.write_text(fr.summary_markdown(reports, _meta()))
+        summary.write_text(fr.summary_markdown([runs[c.name] for c in configs], _meta()))
         print(f"\nsummary: {summary}")
     return 0
 

@@ -226,7 +226,6 @@ def summarize(
         "ops": len(records),
         "reads": len(reads),
         "writes": len(writes),
-        "ops_per_s_before_kill": len(before) / (w.kill - w.start) if w.kill > w.start else None,
         "ops_per_s": {
             p: (sum(w.phase(r[0]) == p for r in records) / span if span > 0 else None)
             for p, span in w.spans().items()
@@ -449,7 +448,7 @@ def table(report: dict[str, Any], group: str) -> str:
     rows: list[tuple[str, ...]] = [
         ("", *(LABELS[k] for k in BACKENDS)),
         row("ops (reads / writes)", lambda g: f"{g['reads']:,} / {g['writes']:,}"),
-        row("ops/s before the kill", lambda g: _fmt(g["ops_per_s_before_kill"], 0)),
+        row("ops/s before the kill", lambda g: _fmt(g["ops_per_s"]["before"], 0)),
         row("read errors to the caller", lambda g: _fmt(g["read_errors"])),
         row("write errors to the caller", lambda g: _fmt(g["write_errors"])),
         row("reads older than acknowledged", lambda g: _fmt(g["older_values"])),
@@ -507,59 +506,96 @@ def _settings_lines(report: dict[str, Any]) -> list[str]:
     return [
         f"- {c['topology']}; down-after {c['down_after_ms']} ms, failover-timeout "
         f"{c['failover_timeout_ms']} ms.",
-        f"- Load per backend: {c['load']}; {c['seconds']:g} s, the kill at {c['kill_at']:g} s. "
-        f"Machine load average (1 min) before / after: "
-        f"{' / '.join(map(str, c['load_average_before_after']))}.",
+        f"- Load per backend: {c['load']}; {c['seconds']:g} s, the kill at {c['kill_at']:g} s.",
         f"- hacache OPTIONS `{hacache}`: hacache's own defaults otherwise.",
         f"- django-redis OPTIONS `{shown}` + SENTINELS.",
     ]
 
 
-def summary_markdown(reports: list[dict[str, Any]], meta: dict[str, str]) -> str:
-    """One table over every scenario run: hacache against django-redis, a verdict per target."""
+def severity(report: dict[str, Any]) -> tuple[int, int]:
+    """How badly hacache did in one run: targets failed, then errors and wrong values."""
+    g = report["backends"]["hacache"]["groups"][ALL]
+    failed = sum(check["met"] is False for check in report["targets"]["hacache"])
+    return failed, g["read_errors"] + g["write_errors"] + g["wrong_values"]
+
+
+def _verdict(met: list[bool | None]) -> str:
+    if all(m is None for m in met):
+        return ""
+    failed = sum(m is False for m in met)
+    if not failed:
+        return "PASS"
+    return "FAIL" if len(met) == 1 else f"FAIL ({failed}/{len(met)})"
+
+
+def summary_markdown(scenarios: list[list[dict[str, Any]]], meta: dict[str, str]) -> str:
+    """One table over every scenario: hacache against django-redis, a verdict per target.
+
+    ``scenarios`` holds each scenario's runs, in run order; with several runs a cell lists
+    every run's value and a verdict passes only if every run met the target.
+    """
+    repeats = max(len(runs) for runs in scenarios)
     lines = [
         "# Failover scenarios (issue 8): hacache and django-redis's SentinelClient",
         "",
         f"From `{meta['command']}` at {meta['when']}, hacache at `{meta['commit']}`"
         f"{' (with uncommitted changes)' if meta.get('dirty') else ''}; "
-        f"{meta['machine']}. Each scenario is one run: both backends under the same load at "
-        "once, in two processes, through the same failover.",
+        f"{meta['machine']}. In each run both backends are under the same load at once, in two "
+        "processes, through the same failover."
+        + (
+            f" Each scenario ran {repeats} times: a cell lists every run's value, in run "
+            "order, and a verdict is PASS only if every run met the target."
+            if repeats > 1
+            else ""
+        ),
         "",
         "| scenario | measure | target | hacache | | django-redis | |",
         "| --- | --- | ---: | ---: | --- | ---: | --- |",
     ]
-    for report in reports:
-        checks = {b: judge(report, b) for b in BACKENDS}
-        for i, (h, d) in enumerate(zip(checks["hacache"], checks["django_redis"], strict=True)):
-            name = f"**{report['scenario']}**" if i == 0 else ""
+    for runs in scenarios:
+        for i, first in enumerate(runs[0]["targets"]["hacache"]):
+            cells = []
+            for b in BACKENDS:
+                checks = [run["targets"][b][i] for run in runs]
+                cells.append(" · ".join(c["measured"] for c in checks))
+                cells.append(_verdict([c["met"] for c in checks]))
+            name = f"**{runs[0]['scenario']}**" if i == 0 else ""
             lines.append(
-                f"| {name} | {h['measure'].strip()} | {h['target']} | {h['measured']} | "
-                f"{VERDICT[h['met']]} | {d['measured']} | {VERDICT[d['met']]} |"
+                f"| {name} | {first['measure']} | {first['target']} | {' | '.join(cells)} |"
             )
     lines += ["", "## Set-ups", ""]
-    for report in reports:
-        t = report["timeline_ms"]
-        moves = report["backends"]["hacache"]["client_moved_master_ms"]
-        lines += [
-            f"### {report['scenario']}: {report['title']}",
-            "",
-            *_settings_lines(report),
-            f"- Sentinel, ms after the kill: +odown {_fmt(t.get('odown'))}, +promoted-slave "
-            f"{_fmt(t.get('promoted'))}, first +switch-master {_fmt(t.get('switch_master'))}"
-            + (f", SIGCONT {_fmt(t.get('resumed'))}" if t.get("resumed") is not None else "")
-            + f"; {len(report['switches'])} promotion(s).",
-            f"- hacache moved to a new master at, ms after the kill: "
-            f"{', '.join(f'{t} ({shard} to {addr})' for t, shard, addr in moves) or 'never'}.",
-        ]
-        for b in BACKENDS:
-            for kind in ("read", "write"):
-                counts = report["backends"][b]["groups"][ALL][f"{kind}_errors_by_class"]
-                if counts:
-                    lines.append(f"- {LABELS[b]} {kind} errors by class: `{counts}`.")
-        lines.append(f"- Plot: `{report['png']}`; JSON: `{report['json']}`.")
+    for runs in scenarios:
+        lines += [f"### {runs[0]['scenario']}: {runs[0]['title']}", "", *_settings_lines(runs[0])]
+        for report in runs:
+            lines += _run_lines(report, len(runs) > 1)
         lines.append("")
     lines += COLUMN_NOTES
     return "\n".join(lines) + "\n"
+
+
+def _run_lines(report: dict[str, Any], several: bool) -> list[str]:
+    t = report["timeline_ms"]
+    moves = report["backends"]["hacache"]["client_moved_master_ms"]
+    head = f"- Run {report['run']}: " if several else "- "
+    lines = [
+        f"{head}Sentinel, ms after the kill: +odown {_fmt(t.get('odown'))}, +promoted-slave "
+        f"{_fmt(t.get('promoted'))}, first +switch-master {_fmt(t.get('switch_master'))}"
+        + (f", SIGCONT {_fmt(t.get('resumed'))}" if t.get("resumed") is not None else "")
+        + f"; {len(report['switches'])} promotion(s). hacache moved to a new master at, ms: "
+        f"{', '.join(f'{at} ({shard} to {addr})' for at, shard, addr in moves) or 'never'}. "
+        f"Machine load average before / after: "
+        f"{' / '.join(map(str, report['config']['load_average_before_after']))}."
+    ]
+    for b in BACKENDS:
+        for kind in ("read", "write"):
+            counts = report["backends"][b]["groups"][ALL][f"{kind}_errors_by_class"]
+            if counts:
+                lines.append(f"  {LABELS[b]} {kind} errors by class: `{counts}`.")
+    plotted = (
+        " (hacache's worst run: the scenario's plot)" if report.get("worst_of_several") else ""
+    )
+    lines.append(f"  Plot `{report['png']}`{plotted}; JSON `{report['json']}`.")
+    return lines
 
 
 COLUMN_NOTES = [
