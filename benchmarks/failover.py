@@ -238,6 +238,53 @@ class SentinelWatch(threading.Thread):
             self.client.close()
 
 
+class ReplicaFlags(threading.Thread):
+    """Polls every sentinel's view of shard0's replicas and records each change of a replica's
+    flags, link status or reported role: Sentinel publishes no event when it flags the replica
+    it is promoting ``disconnected``, yet that is what a client filtering replicas sees."""
+
+    EVERY = 0.010  # seconds
+
+    def __init__(self, sentinels: list[tuple[str, str, int]], sink: list[tuple[Any, ...]]):
+        super().__init__(name="replica-flags", daemon=True)
+        self.sentinels = sentinels
+        self.sink = sink
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        import redis
+
+        clients = [
+            (name, redis.Redis(host=host, port=port, socket_timeout=0.2, decode_responses=True))
+            for name, host, port in self.sentinels
+        ]
+        last: dict[tuple[str, str], tuple[str, ...]] = {}
+        while not self.stopping.wait(self.EVERY):
+            for name, client in clients:
+                try:
+                    replicas = client.execute_command("SENTINEL", "REPLICAS", SHARD)
+                except redis.RedisError:
+                    continue
+                now = time.monotonic()
+                for reply in replicas:
+                    info = reply
+                    if not isinstance(info, dict):  # a flat RESP2 list of pairs
+                        info = dict(zip(info[::2], info[1::2], strict=True))
+                    address = f"{info['ip']}:{info['port']}"
+                    seen = tuple(
+                        str(info.get(k)) for k in ("flags", "master-link-status", "role-reported")
+                    )
+                    if last.get((name, address)) != seen:
+                        last[(name, address)] = seen
+                        self.sink.append((now, name, address, *seen))
+        for _, client in clients:
+            client.close()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(2)
+
+
 def _first(events: list[SentinelEvent], channel: str, word: str = SHARD) -> float | None:
     times = [e.t for e in events if e.channel == channel and word in e.data.split()]
     return min(times) if times else None
@@ -300,6 +347,7 @@ class _Measured:
     settings: dict[str, tuple[dict[str, Any], list[str]]]  # per backend: CACHES, aliases
     results: dict[str, dict[str, Any]]  # per backend: what its process pickled
     events: list[SentinelEvent]
+    replica_flags: list[tuple[Any, ...]]  # (t, sentinel, replica, flags, link, role reported)
     window: fr.Window
     victim: Any  # the topology's Node for the killed master, and for the new one
     new_master: Any
@@ -320,7 +368,8 @@ def measure(cfg: Config, logs: Path) -> _Measured:
         down_after_ms=cfg.down_after_ms, failover_timeout_ms=cfg.failover_timeout_ms,
     )  # fmt: skip
     events: list[SentinelEvent] = []
-    watches: list[SentinelWatch] = []
+    flags: list[tuple[Any, ...]] = []
+    watches: list[Any] = []  # SentinelWatch per sentinel, and one ReplicaFlags
     procs: dict[str, Any] = {}
     victim: Any = None
     paused = False
@@ -330,9 +379,9 @@ def measure(cfg: Config, logs: Path) -> _Measured:
         topo.up()
         masters = topo.masters()
         settings = {b: cache_settings(b, topo, cfg) for b in fr.BACKENDS}
-        for node in topo.nodes():
-            if node.is_sentinel:
-                watches.append(SentinelWatch(node.name, node.host, node.port, events))
+        sentinels = [(n.name, n.host, n.port) for n in topo.nodes() if n.is_sentinel]
+        watches = [SentinelWatch(*sentinel, events) for sentinel in sentinels]
+        watches.append(ReplicaFlags(sentinels, flags))
         for watch in watches:
             watch.start()
         go, start_at = ctx.Event(), ctx.Value("d", 0.0)
@@ -398,6 +447,7 @@ def measure(cfg: Config, logs: Path) -> _Measured:
         settings=settings,
         results=results,
         events=events,
+        replica_flags=flags,
         window=fr.Window(start, start + cfg.seconds, kill, switch, resumed),
         victim=victim,
         new_master=new_master,
@@ -446,6 +496,7 @@ def build_report(cfg: Config, m: _Measured) -> dict[str, Any]:
             {"ms": fr.ms(e.t - kill), "sentinel": e.sentinel, "channel": e.channel, "data": e.data}
             for e in sorted(events, key=lambda e: e.t)
         ],
+        "sentinel_replica_flags": [(fr.ms(t - kill), *rest) for t, *rest in m.replica_flags],
         "backends": {},
         "series": {},
     }
@@ -490,6 +541,8 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"NOTE: Sentinel failed over {len(report['switches'])} times in this run.")
     moves = report["backends"]["hacache"]["client_moved_master_ms"]
     print(f"hacache moved to a new master at, ms: {moves or 'never'}")
+    for line in fr.evidence(report):
+        print(line)
     for group in fr.plotted_groups(c["shards"]):
         print(f"\n{group}:" if c["shards"] > 1 else "")
         print(fr.table(report, group))

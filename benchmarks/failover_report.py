@@ -573,6 +573,45 @@ def summary_markdown(scenarios: list[list[dict[str, Any]]], meta: dict[str, str]
     return "\n".join(lines) + "\n"
 
 
+def _intervals(rows: list[Any], key: Any, bad: Any) -> dict[Any, list[tuple[float, Any]]]:
+    """Per ``key(row)``, the stretches (start ms, end ms or None: to the end) where ``bad(row)``
+    held; rows are state changes, in time order, each starting with its ms."""
+    spans: dict[Any, list[tuple[float, Any]]] = {}
+    for row in rows:
+        mine = spans.setdefault(key(row), [])
+        open_span = bool(mine) and mine[-1][1] is None
+        if bad(row) and not open_span:
+            mine.append((row[0], None))
+        elif not bad(row) and open_span:
+            mine[-1] = (mine[-1][0], row[0])
+    return {k: v for k, v in spans.items() if v}
+
+
+def _spans_text(spans: list[tuple[float, Any]]) -> str:
+    return ", ".join(f"{_fmt(a, 0)} to {'the end' if b is None else _fmt(b, 0)}" for a, b in spans)
+
+
+def evidence(report: dict[str, Any]) -> list[str]:
+    """What Sentinel said about shard0's replicas, and what hacache made of it."""
+    lines = []
+    flagged = _intervals(
+        report.get("sentinel_replica_flags", []),
+        key=lambda r: (r[1], r[2]),
+        bad=lambda r: "disconnected" in r[3].split(","),
+    )
+    for (sentinel, replica), spans in sorted(flagged.items()):
+        lines.append(f"{sentinel} flagged {replica} `disconnected`, ms: {_spans_text(spans)}")
+    stranded = _intervals(
+        [v for v in report["backends"]["hacache"]["hacache_view"] if v[1] == "shard0"],
+        key=lambda v: v[1],
+        bad=lambda v: v[3] and not v[4],  # its master's breaker open, and no replica listed
+    )
+    for spans in stranded.values():
+        lines.append(f"hacache: master's breaker open and no replica to read from, ms: "
+                     f"{_spans_text(spans)}")  # fmt: skip
+    return lines
+
+
 def _run_lines(report: dict[str, Any], several: bool) -> list[str]:
     t = report["timeline_ms"]
     moves = report["backends"]["hacache"]["client_moved_master_ms"]
@@ -591,6 +630,7 @@ def _run_lines(report: dict[str, Any], several: bool) -> list[str]:
             counts = report["backends"][b]["groups"][ALL][f"{kind}_errors_by_class"]
             if counts:
                 lines.append(f"  {LABELS[b]} {kind} errors by class: `{counts}`.")
+    lines += [f"  {line}." for line in evidence(report)]
     plotted = (
         " (hacache's worst run: the scenario's plot)" if report.get("worst_of_several") else ""
     )
