@@ -599,9 +599,12 @@ def _outputs(cfg: Config, args: argparse.Namespace, run: int, worst: bool = True
         png = PLOTS / f"failover-{cfg.name}.png"
     else:
         png = RESULTS / f"failover-{cfg.name}.png"
+    if not worst:  # the scenario's plot shows hacache's worst run; the others go beside the JSON
+        stem = args.png.stem if args.png else f"failover-{cfg.name}"
+        png = RESULTS / f"{stem}{again or '-run1'}.png"
     return _Outputs(
         json=_with_suffix(args.json or RESULTS / f"failover-{cfg.name}.json", again),
-        png=png if worst else _with_suffix(RESULTS / png.name, again or "-run1"),
+        png=png,
         logs=RESULTS / f"failover-{cfg.name}{again}-logs",
         ops=args.ops and _with_suffix(args.ops, (f"-{cfg.name}" if args.all else "") + again),
     )
