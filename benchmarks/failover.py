@@ -266,17 +266,20 @@ class ReplicaFlags(threading.Thread):
                 except redis.RedisError:
                     continue
                 now = time.monotonic()
+                listed: dict[tuple[str, str], tuple[str, ...]] = {}
                 for reply in replicas:
                     info = reply
                     if not isinstance(info, dict):  # a flat RESP2 list of pairs
                         info = dict(zip(info[::2], info[1::2], strict=True))
-                    address = f"{info['ip']}:{info['port']}"
-                    seen = tuple(
+                    listed[(name, f"{info['ip']}:{info['port']}")] = tuple(
                         str(info.get(k)) for k in ("flags", "master-link-status", "role-reported")
                     )
-                    if last.get((name, address)) != seen:
-                        last[(name, address)] = seen
-                        self.sink.append((now, name, address, *seen))
+                for key in [k for k in last if k[0] == name and k not in listed]:
+                    listed[key] = ("(not listed)", "", "")  # e.g. promoted: now the master
+                for key, seen in listed.items():
+                    if last.get(key) != seen:
+                        last[key] = seen
+                        self.sink.append((now, *key, *seen))
         for _, client in clients:
             client.close()
 

@@ -600,7 +600,10 @@ def evidence(report: dict[str, Any]) -> list[str]:
         bad=lambda r: "disconnected" in r[3].split(","),
     )
     for (sentinel, replica), spans in sorted(flagged.items()):
-        lines.append(f"{sentinel} flagged {replica} `disconnected`, ms: {_spans_text(spans)}")
+        lines.append(
+            f"{sentinel} flagged {replica} `disconnected` (until it cleared the flag or stopped "
+            f"listing it as a replica), ms: {_spans_text(spans)}"
+        )
     stranded = _intervals(
         [v for v in report["backends"]["hacache"]["hacache_view"] if v[1] == "shard0"],
         key=lambda v: v[1],
