@@ -80,7 +80,7 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 PLOTS = REPO / "benchmarks" / "plots"
 
-SHARD = "shard0"  # the shard whose master is killed
+SHARD = fr.KILLED_SHARD  # the shard whose master is killed
 SENTINELS = 3
 SOCKET_TIMEOUT = 0.25
 SOCKET_CONNECT_TIMEOUT = 0.25

@@ -58,6 +58,7 @@ RECORD_FIELDS = (
 )
 # Key groups: every key, and with several shards the killed shard's keys and the others'.
 ALL, KILLED, OTHERS = "all", "killed shard", "other shards"
+KILLED_SHARD = "shard0"  # the first shard (index 0 in a placement) is the one whose master dies
 
 
 @dataclass(frozen=True)
@@ -605,7 +606,7 @@ def evidence(report: dict[str, Any]) -> list[str]:
             f"listing it as a replica), ms: {_spans_text(spans)}"
         )
     stranded = _intervals(
-        [v for v in report["backends"]["hacache"]["hacache_view"] if v[1] == "shard0"],
+        [v for v in report["backends"]["hacache"]["hacache_view"] if v[1] == KILLED_SHARD],
         key=lambda v: v[1],
         bad=lambda v: v[3] and not v[4],  # its master's breaker open, and no replica listed
     )
