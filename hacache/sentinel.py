@@ -74,10 +74,15 @@ def flags(info: Mapping[str, str]) -> frozenset[str]:
 
 
 def usable_replica(info: Mapping[str, str]) -> bool:
-    """Not down in Sentinel's eyes, and in step with its master (or only briefly not).
+    """Not down in Sentinel's eyes, a replica by its own account, and in step with its master.
 
-    A replica flagged only ``disconnected`` stays: it may be the one being promoted."""
+    A replica flagged only ``disconnected`` stays: it may be the one being promoted, which is
+    also why a ``promoted`` one stays although it already reports itself a master. A node that
+    Sentinel lists as a replica but that still reports itself a master (an old master that has
+    come back, not yet converted) holds old data: it is left out."""
     if flags(info) & DOWN_FLAGS:
+        return False
+    if info.get("role-reported", "slave") != "slave" and "promoted" not in flags(info):
         return False
     if info.get("master-link-status") == "ok":
         return True
