@@ -73,16 +73,19 @@ def flags(info: Mapping[str, str]) -> frozenset[str]:
     return frozenset(info.get("flags", "").split(","))
 
 
-def usable_replica(info: Mapping[str, str]) -> bool:
+def usable_replica(info: Mapping[str, str], master_down: bool = False) -> bool:
     """Not down in Sentinel's eyes, a replica by its own account, and in step with its master.
 
-    A replica flagged only ``disconnected`` stays: it may be the one being promoted, which is
-    also why a ``promoted`` one stays although it already reports itself a master. A node that
-    Sentinel lists as a replica but that still reports itself a master (an old master that has
-    come back, not yet converted) holds old data: it is left out."""
+    A replica flagged only ``disconnected`` stays: it may be the one being promoted. So does
+    one that already reports itself a master while its master is down (it is being promoted:
+    only the failover leader flags it ``promoted``). While the master is up, a node that
+    Sentinel lists as a replica but that reports itself a master (an old master that has come
+    back, not yet converted) holds old data: it is left out."""
     if flags(info) & DOWN_FLAGS:
         return False
-    if info.get("role-reported", "slave") != "slave" and "promoted" not in flags(info):
+    if info.get("role-reported", "slave") != "slave" and not (
+        master_down or "promoted" in flags(info)
+    ):
         return False
     if info.get("master-link-status") == "ok":
         return True
@@ -172,7 +175,10 @@ class SentinelMonitor:
                 self.sentinels.remove(sentinel)
                 self.sentinels.insert(0, sentinel)
             master = _master_of(info)
-            usable = [(r["ip"], int(r["port"])) for r in map(pairs, replicas) if usable_replica(r)]
+            down = bool(flags(info) & DOWN_FLAGS)
+            usable = [
+                (r["ip"], int(r["port"])) for r in map(pairs, replicas) if usable_replica(r, down)
+            ]
             self.shard.apply(master, usable, epoch, self._reported_down(master))
 
     def _note(self, sentinel: Address, master: Address, down: bool) -> None:

@@ -123,8 +123,10 @@ def test_a_replica_flagged_only_disconnected_stays_readable():
     assert not usable_replica({**base, "flags": "slave", "master-link-down-time": "60000"})
     # An old master back from the dead, listed as a replica but not yet converted: old data.
     assert not usable_replica({**base, "flags": "slave", "role-reported": "master"})
-    # The replica being promoted already reports itself a master: still readable.
+    # The replica being promoted already reports itself a master: still readable, whether
+    # this sentinel leads the failover (it flags it promoted) or sees only the master down.
     assert usable_replica({**base, "flags": "slave,promoted", "role-reported": "master"})
+    assert usable_replica({**base, "flags": "slave", "role-reported": "master"}, master_down=True)
 
 
 # -- reads ---------------------------------------------------------------------------------
