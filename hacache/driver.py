@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import select
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError, ResponseError
 
+from hacache import failover
 from hacache.endpoint import Pending, Replies
 from hacache.failover import (
     CloseIdle,
@@ -25,7 +26,12 @@ from hacache.failover import (
     Ready,
     Start,
     WaitFor,
+    direct,
+    settled,
 )
+
+if TYPE_CHECKING:
+    from hacache.router import Op, Router
 
 _POLL = 0.005  # seconds between looks at a shard's view while an async call waits for it
 
@@ -118,6 +124,20 @@ def _discover(action: Discover) -> RedisError | None:
     except RedisError as exc:
         return exc
     return None
+
+
+def run(op: Op, router: Router) -> Any:
+    """One operation: sent straight to its shard's master when ``failover.direct`` finds
+    nothing to decide, else (or when that exchange does not settle) by the whole plan."""
+    if len(op.batches) == 1:
+        endpoint = direct(op, router)
+        if endpoint is not None:
+            pending = _start(Start(endpoint, op.batches[0][1], op.idempotent))
+            outcome = pending.error if pending.connection is None else _finish(pending)
+            if settled(endpoint, outcome):
+                return op.finish([outcome])
+            return drive(failover.run(op, router, (pending, outcome)))
+    return drive(failover.run(op, router))
 
 
 def drive(plan: Plan) -> Any:
@@ -240,6 +260,22 @@ async def _await_view(action: WaitFor) -> None:
 async def _adiscover(action: Discover) -> RedisError | None:
     # Sentinel's replies are awaited in a thread: the event loop must not block on them.
     return await asyncio.to_thread(_discover, action)
+
+
+async def arun(op: Op, router: Router) -> Any:
+    """See ``run``."""
+    if len(op.batches) == 1:
+        endpoint = direct(op, router)
+        if endpoint is not None:
+            pending = await _astart(Start(endpoint, op.batches[0][1], op.idempotent))
+            if pending.connection is None:
+                outcome: Any = pending.error
+            else:
+                outcome = await _afinish(pending, None)
+            if settled(endpoint, outcome):
+                return op.finish([outcome])
+            return await adrive(failover.run(op, router, (pending, outcome)))
+    return await adrive(failover.run(op, router))
 
 
 async def adrive(plan: Plan) -> Any:

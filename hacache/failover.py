@@ -159,25 +159,29 @@ def read_only(replies: Replies) -> ReadOnlyError | None:
     return None
 
 
-def start(endpoint: Endpoint, commands: list[Command], idempotent: bool = True) -> Plan:
-    """Send, unless the endpoint's breaker refuses. Returns the ``Pending``."""
-    if not endpoint.breaker.allow():
-        error = BreakerOpen(f"{endpoint.address} failed repeatedly; retrying after a cooldown")
-        return Pending(endpoint, None, False, commands, error, False)
-    return (yield Start(endpoint, commands, idempotent))
+def _begin(endpoint: Endpoint, commands: list[Command], idempotent: bool) -> Start | Pending:
+    """The ``Start`` to send or, if the endpoint's breaker refuses, the failed ``Pending``."""
+    if endpoint.breaker.allow():
+        return Start(endpoint, commands, idempotent)
+    error = BreakerOpen(f"{endpoint.address} failed repeatedly; retrying after a cooldown")
+    return Pending(endpoint, None, False, commands, error, False)
 
 
-def finish(pending: Pending, idempotent: bool = True) -> Plan:
-    """Read the replies, booking the outcome with the breaker; retry once if it was stale."""
+def settled(endpoint: Endpoint, outcome: Any) -> bool:
+    """Book an exchange that worked (True). False: it failed, or was refused with READONLY."""
+    if outcome.__class__ is list and read_only(outcome) is None:
+        endpoint.breaker.success()
+        return True
+    return False
+
+
+def _unsettled(pending: Pending, outcome: Any, idempotent: bool) -> Plan:
+    """An exchange that did not settle: one retry if its connection was stale, else its error,
+    booked with the breaker (never for a local shortage or a breaker's own refusal)."""
     endpoint = pending.endpoint
-    outcome = pending.error if pending.connection is None else (yield Finish(pending))
     if outcome.__class__ is list:
-        error = read_only(outcome)
-        if error is None:
-            endpoint.breaker.success()
-            return outcome
         endpoint.breaker.failure()
-        raise error
+        raise read_only(outcome)  # type: ignore[misc]
     if _stale(pending, outcome):
         yield CloseIdle(endpoint)  # its idle siblings are most likely stale too
         if idempotent:
@@ -186,6 +190,20 @@ def finish(pending: Pending, idempotent: bool = True) -> Plan:
     if not isinstance(outcome, (BreakerOpen, PoolExhausted)):
         endpoint.breaker.failure(_refused(outcome))
     raise outcome
+
+
+def start(endpoint: Endpoint, commands: list[Command], idempotent: bool = True) -> Plan:
+    """Send, unless the endpoint's breaker refuses. Returns the ``Pending``."""
+    action = _begin(endpoint, commands, idempotent)
+    return (yield action) if action.__class__ is Start else action
+
+
+def finish(pending: Pending, idempotent: bool = True) -> Plan:
+    """Read the replies, booking the outcome with the breaker; retry once if it was stale."""
+    outcome = pending.error if pending.connection is None else (yield Finish(pending))
+    if settled(pending.endpoint, outcome):
+        return outcome
+    return (yield from _unsettled(pending, outcome, idempotent))
 
 
 def exchange(endpoint: Endpoint, commands: list[Command], idempotent: bool = True) -> Plan:
@@ -241,8 +259,40 @@ def _hedged(shard: Shard, view: View, pending: Pending, delay: float) -> Plan:
     return (yield from finish(pending)), pending.endpoint
 
 
-def call(shard: Shard, commands: list[Command], op: Op, router: Router) -> Plan:
-    """Send one pipeline to the shard and return its replies, or raise naming the shard."""
+def direct(op: Op, router: Router) -> Endpoint | None:
+    """Where a one-shard call goes when nothing needs deciding before it is sent: its master,
+    known, not held back, breaker letting it through; no repair due, no hedge, no replica read.
+
+    The drivers send such a call without a plan (every call's path, kept short); if it does
+    not settle, ``call`` takes over with what happened (``first``) and decides as always.
+    None: run the whole plan."""
+    shard = op.batches[0][0]
+    view = shard.view
+    master = view.master
+    if master is None:
+        return None
+    if op.readonly:
+        if view.replicas and (
+            shard.hedge_delay or (shard.options.read_from_replicas and not op.fills)
+        ):
+            return None
+    elif view.master_down or router.dropped.waiting:
+        return None
+    if shard.monitor is not None:
+        shard.monitor.ensure_running()
+    return master if master.breaker.allow() else None
+
+
+def call(
+    shard: Shard,
+    commands: list[Command],
+    op: Op,
+    router: Router,
+    first: tuple[Pending, Any] | None = None,
+) -> Plan:
+    """Send one pipeline to the shard and return its replies, or raise naming the shard.
+
+    ``first``: the driver already sent it to ``direct(op)`` and got this outcome, unsettled."""
     view = shard.view
     if view.master is None:
         error = yield Discover(shard)
@@ -252,20 +302,30 @@ def call(shard: Shard, commands: list[Command], op: Op, router: Router) -> Plan:
     if shard.monitor is not None:
         shard.monitor.ensure_running()
     readonly = op.readonly
-    endpoint = pick(view, readonly and not op.fills, shard.options.read_from_replicas)
+    if first is not None:
+        endpoint = first[0].endpoint
+    elif readonly and shard.options.read_from_replicas and not op.fills:
+        endpoint = pick(view, True, True)
+    else:
+        endpoint = view.master
     dropped = router.dropped
     # Repairs ride on writes to the master: a read may be hedged to a replica, which refuses DEL.
-    repair = dropped.repair(shard) if dropped.waiting and not readonly else None
+    repair = dropped.repair(shard) if dropped.waiting and not readonly and not first else None
     pending: Pending | None = None
     try:
-        if not readonly and view.master_down:
+        if first is not None:
+            pending = first[0]
+            replies = yield from _unsettled(pending, first[1], op.idempotent)
+        elif not readonly and view.master_down:
             raise MasterDown(f"a sentinel reports {endpoint.address} down; write held back")
-        sent = commands if repair is None else [*repair.commands, *commands]
-        pending = yield from start(endpoint, sent, op.idempotent)
-        if readonly and view.replicas and pending.connection is not None and shard.hedge_delay:
-            replies, endpoint = yield from _hedged(shard, view, pending, shard.hedge_delay)
         else:
-            replies = yield from finish(pending, op.idempotent)
+            action = _begin(endpoint, commands if repair is None else [*repair.commands, *commands],
+                            op.idempotent)  # fmt: skip
+            pending = (yield action) if action.__class__ is Start else action
+            if readonly and view.replicas and pending.connection is not None and shard.hedge_delay:
+                replies, endpoint = yield from _hedged(shard, view, pending, shard.hedge_delay)
+            else:
+                replies = yield from finish(pending, op.idempotent)
     except RedisError as error:
         was_sent = pending is not None and pending.sent
         replies, endpoint = yield from _recover(shard, endpoint, error, commands, op, was_sent)
@@ -301,11 +361,17 @@ def _recover(
             except RedisError as exc:
                 error = exc
     elif monitor is not None and _replayable(sent, error, op.idempotent):
+        held = isinstance(error, MasterDown)  # the master is alive: it may come back up
+
+        def writable(view: View) -> bool:
+            master = view.master
+            return master is not None and not view.master_down and (held or master is not failed)
+
         timeout = shard.options.failover_timeout
-        if timeout:
-            yield WaitFor(shard, lambda v: v.master is not failed and not v.master_down, timeout)
+        if timeout and not writable(shard.view):
+            yield WaitFor(shard, writable, timeout)
         view = shard.view
-        if view.master is not None and view.master is not failed and not view.master_down:
+        if writable(view):
             try:
                 return (yield from exchange(view.master, commands, op.idempotent)), view.master
             except RedisError as exc:
@@ -329,12 +395,13 @@ def _failed_open(router: Router, op: Op, index: int, error: Exception) -> Replie
     return empty_replies(commands)
 
 
-def run(op: Op, router: Router) -> Plan:
+def run(op: Op, router: Router, first: tuple[Pending, Any] | None = None) -> Plan:
+    """The whole operation; ``first``: see ``call`` (one-shard operations only)."""
     batches = op.batches
     if len(batches) == 1:
         shard, commands = batches[0]
         try:
-            replies = yield from call(shard, commands, op, router)
+            replies = yield from call(shard, commands, op, router, first)
         except Exception as exc:
             replies = _failed_open(router, op, 0, exc)
         return op.finish([replies])

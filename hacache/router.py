@@ -18,8 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
-from hacache import failover
-from hacache.driver import adrive, drive
+from hacache import driver
 from hacache.dropped import DroppedWrites
 from hacache.endpoint import Command, Replies
 from hacache.invalidation import Bus
@@ -121,9 +120,9 @@ class Router:
         if not op.batches:
             return op.finish([])  # answered by the near-cache
         if op.cleanup is None:
-            return drive(failover.run(op, self))
+            return driver.run(op, self)
         try:
-            return drive(failover.run(op, self))
+            return driver.run(op, self)
         finally:
             op.cleanup()
 
@@ -131,9 +130,9 @@ class Router:
         if not op.batches:
             return op.finish([])
         if op.cleanup is None:
-            return await adrive(failover.run(op, self))
+            return await driver.arun(op, self)
         try:
-            return await adrive(failover.run(op, self))
+            return await driver.arun(op, self)
         finally:
             op.cleanup()
 

@@ -318,6 +318,23 @@ def test_writes_are_held_back_while_a_sentinel_reports_the_master_down():
     assert result == ["OK"]
 
 
+def test_a_held_write_goes_to_the_same_master_once_sentinel_sees_it_up_again():
+    shard = sentinel_shard(FAILOVER_TIMEOUT=3)
+    shard.master_reported_down(M, True)
+
+    def answer(action):
+        if isinstance(action, WaitFor):
+            shard.master_reported_down(M, False)  # -sdown: it was only slow to answer
+            assert action.until(shard.view)
+            return None
+        return sent(action) if isinstance(action, Start) else ["OK"]
+
+    result, actions = script(call(shard, SET), answer)
+    assert result == ["OK"]
+    assert where(actions) == [("waitfor", ""), ("start", "10.0.0.1:6379"),
+                              ("finish", "10.0.0.1:6379")]  # fmt: skip
+
+
 def test_a_stale_connection_is_retried_once_on_a_fresh_one():
     shard = sentinel_shard()
     starts = []
@@ -479,3 +496,44 @@ def test_shard_errors_name_the_shard_and_keep_their_class(error):
     shard = sentinel_shard()
     named = shard.error(error)
     assert type(named) is type(error) and "shard 's'" in str(named)
+
+
+# -- the drivers' direct path --------------------------------------------------------------
+
+
+def test_the_direct_path_is_taken_only_when_there_is_nothing_to_decide():
+    shard = sentinel_shard(HEDGE_DELAY=0.05)
+    router = FakeRouter()
+    write = Op([(shard, [("SET", "k", b"v")])], lambda r: r, writes=[["k"]])
+    read = Op([(shard, [("GET", "k")])], lambda r: r, readonly=True)
+    assert failover.direct(write, router) is endpoint(shard, M)
+    assert failover.direct(read, router) is None  # it may need a hedge: the plan decides
+    shard.master_reported_down(M, True)
+    assert failover.direct(write, router) is None  # held back
+    shard.master_reported_down(M, False)
+    router.dropped.record(shard, ["x"])
+    assert failover.direct(write, router) is None  # a repair is due
+    plain = parse_options(["redis://10.0.0.9:1/0"], {})
+    solo = Shard(plain.shards[0], plain)
+    solo_read = Op([(solo, [("GET", "k")])], lambda r: r, readonly=True)
+    assert failover.direct(solo_read, FakeRouter()) is solo.view.master
+    solo.view.master.breaker.failure(certain=True)
+    assert failover.direct(solo_read, FakeRouter()) is None  # the plan says why
+
+
+def test_an_unsettled_direct_exchange_continues_in_the_plan():
+    """The driver sent it and the reused connection turned out stale: one retry, as always."""
+    options = parse_options(["redis://10.0.0.9:1/0"], {})
+    shard = Shard(options.shards[0], options)
+    op = Op([(shard, [("SET", "k", b"v")])], lambda r: r, writes=[["k"]])
+    master = shard.view.master
+    stale = Pending(master, None, True, op.batches[0][1], RedisConnectionError("reset"), True)
+
+    def answer(action):
+        if isinstance(action, Start):
+            return sent(action)
+        return None if isinstance(action, CloseIdle) else ["OK"]
+
+    result, actions = script(failover.run(op, FakeRouter(), (stale, stale.error)), answer)
+    assert result == [["OK"]]
+    assert [type(a) for a in actions] == [CloseIdle, Start, Finish]
