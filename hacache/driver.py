@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import RedisError, ResponseError
 
 from hacache import failover
-from hacache.endpoint import Pending, Replies
+from hacache.endpoint import Command, Endpoint, Pending, Replies
 from hacache.failover import (
     CloseIdle,
     Discard,
@@ -54,8 +54,7 @@ async def _aclosed_by_server(connection: Any) -> bool:
 # -- sync ------------------------------------------------------------------------------------
 
 
-def _start(action: Start) -> Pending:
-    endpoint, commands, idempotent = action
+def _start(endpoint: Endpoint, commands: list[Command], idempotent: bool) -> Pending:
     pool = endpoint.pool
     connection = None
     reused = sent = False
@@ -132,7 +131,7 @@ def run(op: Op, router: Router) -> Any:
     if len(op.batches) == 1:
         endpoint = direct(op, router)
         if endpoint is not None:
-            pending = _start(Start(endpoint, op.batches[0][1], op.idempotent))
+            pending = _start(endpoint, op.batches[0][1], op.idempotent)
             outcome = pending.error if pending.connection is None else _finish(pending)
             if settled(endpoint, outcome):
                 return op.finish([outcome])
@@ -148,7 +147,7 @@ def drive(plan: Plan) -> Any:
         while True:
             kind = action.__class__
             if kind is Start:
-                outcome = _start(action)
+                outcome = _start(*action)
                 if outcome.connection is not None:
                     open_.append(outcome)
             elif kind is Finish:
@@ -177,8 +176,7 @@ def drive(plan: Plan) -> Any:
 # -- async -----------------------------------------------------------------------------------
 
 
-async def _astart(action: Start) -> Pending:
-    endpoint, commands, idempotent = action
+async def _astart(endpoint: Endpoint, commands: list[Command], idempotent: bool) -> Pending:
     pool = endpoint.async_pool()
     connection = None
     reused = sent = False
@@ -267,7 +265,7 @@ async def arun(op: Op, router: Router) -> Any:
     if len(op.batches) == 1:
         endpoint = direct(op, router)
         if endpoint is not None:
-            pending = await _astart(Start(endpoint, op.batches[0][1], op.idempotent))
+            pending = await _astart(endpoint, op.batches[0][1], op.idempotent)
             if pending.connection is None:
                 outcome: Any = pending.error
             else:
@@ -287,7 +285,7 @@ async def adrive(plan: Plan) -> Any:
         while True:
             kind = action.__class__
             if kind is Start:
-                outcome = await _astart(action)
+                outcome = await _astart(*action)
                 if outcome.connection is not None:
                     open_.append(outcome)
             elif kind is Finish:

@@ -119,7 +119,9 @@ class Ops:
         self, key: str, commands: list[Command], finish: Any, idempotent: bool = True
     ) -> Op:
         keys = [[key]]
-        op = Op([(self._router.shard_for(key), commands)], finish, idempotent, writes=keys)
+        op = Op(
+            [(self._router.shard_for(key), commands)], finish, idempotent, None, False, False, keys
+        )
         return self._write(op, keys)
 
     def _write(self, op: Op, keys_per_batch: list[list[str] | None]) -> Op:

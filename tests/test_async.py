@@ -31,9 +31,9 @@ async def test_async_runs_on_the_event_loop_thread(cache, monkeypatch):
     seen = set()
     real_astart = driver._astart
 
-    async def spy(action):
+    async def spy(*args):
         seen.add(threading.get_ident())
-        return await real_astart(action)
+        return await real_astart(*args)
 
     monkeypatch.setattr(driver, "_astart", spy)
     await cache.aset("k", "v")

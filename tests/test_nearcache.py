@@ -300,7 +300,7 @@ def test_a_read_that_races_a_write_is_not_stored(topology, remote_factory):
     plan = failover.run(op, cache._router)
     start = next(plan)
     # The GET is on its way; its reply will say "old".
-    read = plan.send(driver._start(start))
+    read = plan.send(driver._start(*start))
     stats = cache._router.near.stats
     invalidations = stats.invalidations
     writer("set", "k", "new")

@@ -18,7 +18,6 @@ import redis
 from hacache import driver
 from hacache.breaker import Breaker
 from hacache.endpoint import Endpoint
-from hacache.failover import Start
 from hacache.pool import PoolExhausted, SyncPool
 from hacache.router import _routers_lock, get_router
 from tests.conftest import cache_params, make_cache, until
@@ -65,7 +64,7 @@ def test_a_stale_connection_is_discarded_once_even_when_no_other_is_free():
     endpoint.pool = pool
     ClosedByServer.disconnects = 0
     pool.steal = True
-    pending = driver._start(Start(endpoint, [("INCR", "k")], False))  # not idempotent
+    pending = driver._start(endpoint, [("INCR", "k")], False)  # not idempotent
     assert isinstance(pending.error, PoolExhausted) and pending.connection is None
     assert ClosedByServer.disconnects == 1
     pool._limit.release()  # the neighbour gives its permit back: balanced, no ValueError

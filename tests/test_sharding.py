@@ -72,9 +72,9 @@ def test_multi_key_calls_write_once_to_every_shard_before_reading(sharded, monke
     events = []
     real_start, real_finish = driver._start, driver._finish
 
-    def start(action):
-        events.append(("send", action.endpoint.address, len(action.commands)))
-        return real_start(action)
+    def start(endpoint, commands, idempotent):
+        events.append(("send", endpoint.address, len(commands)))
+        return real_start(endpoint, commands, idempotent)
 
     def finish(pending):
         events.append(("read", pending.endpoint.address, len(pending.commands)))
