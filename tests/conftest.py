@@ -20,16 +20,20 @@ SCENARIOS = ("single", "sharded", "ketama", "near")
 _prefixes = itertools.count()
 
 
-@pytest.fixture(scope="session")
-def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
-    """Three plain shards (no replicas): the sharded backend's test bed."""
-    topo = Topology(tmp_path_factory.mktemp("shards"), shards=3)
+def running(topo: Topology) -> Iterator[Topology]:
+    """For fixtures: start ``topo``, yield it, then close every router and stop it."""
     topo.up()
     try:
         yield topo
     finally:
         close_all_routers()
         topo.down()
+
+
+@pytest.fixture(scope="session")
+def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
+    """Three plain shards (no replicas): the sharded backend's test bed."""
+    yield from running(Topology(tmp_path_factory.mktemp("shards"), shards=3))
 
 
 @pytest.fixture(autouse=True)

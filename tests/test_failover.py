@@ -21,7 +21,7 @@ import redis
 
 from hacache.ops import NotReplicated, wait_for_replicas
 from hacache.topology import Topology
-from tests.conftest import key_on, make_cache
+from tests.conftest import key_on, make_cache, running
 from tests.conftest import until as _until
 
 PATIENCE = 15.0  # seconds: generous bounds on waits that normally take well under two
@@ -35,16 +35,8 @@ def ha(request, tmp_path) -> Iterator[Topology]:
     """
     replicas = getattr(request, "param", 1)
     # down-after 1000 ms: with less, a loaded two-core machine sees spurious second failovers.
-    topo = Topology(tmp_path, shards=2, replicas=replicas, sentinels=3, down_after_ms=1000,
-                    failover_timeout_ms=2000)  # fmt: skip
-    topo.up()
-    try:
-        yield topo
-    finally:
-        from hacache.router import close_all_routers
-
-        close_all_routers()
-        topo.down()
+    yield from running(Topology(tmp_path, shards=2, replicas=replicas, sentinels=3,
+                                down_after_ms=1000, failover_timeout_ms=2000))  # fmt: skip
 
 
 until = partial(_until, timeout=PATIENCE)

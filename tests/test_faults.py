@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from hacache.topology import Topology
-from tests.conftest import cache_params, key_on, make_cache
+from tests.conftest import cache_params, key_on, make_cache, running
 
 # A call that has not returned within this long is hung: far beyond any configured timeout.
 HANG = 10.0
@@ -22,12 +22,7 @@ HANG = 10.0
 
 @pytest.fixture(scope="module")
 def two_shards(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
-    topo = Topology(tmp_path_factory.mktemp("faults"), shards=2)
-    topo.up()
-    try:
-        yield topo
-    finally:
-        topo.down()
+    yield from running(Topology(tmp_path_factory.mktemp("faults"), shards=2))
 
 
 @pytest.fixture

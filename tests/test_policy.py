@@ -102,6 +102,14 @@ def where(actions: list[Any]) -> list[tuple[str, str]]:
     return out
 
 
+def master_refuses(action: Any) -> Any:
+    """Nothing listens at the master (M); every other server answers b"v"."""
+    if isinstance(action, Start):
+        down = action.endpoint.address.startswith("10.0.0.1")
+        return sent(action, refused() if down else None)
+    return [b"v"]
+
+
 GET = Op([], lambda r: r, readonly=True)
 SET = Op([], lambda r: r, writes=[["k"]])
 INCR = Op([], lambda r: r, idempotent=False, writes=[["k"]])
@@ -135,14 +143,7 @@ def test_a_replica_flagged_only_disconnected_stays_readable():
 def test_a_read_refused_by_the_master_is_answered_by_the_replica():
     shard = sentinel_shard(HEDGE_DELAY=0)
 
-    def answer(action):
-        if isinstance(action, Start):
-            return sent(
-                action, refused() if action.endpoint.address.startswith("10.0.0.1") else None
-            )
-        return [b"v"]
-
-    result, actions = script(call(shard, GET), answer)
+    result, actions = script(call(shard, GET), master_refuses)
     assert result == [b"v"]
     assert where(actions) == [("start", "10.0.0.1:6379"), ("start", "10.0.0.2:6379"),
                               ("finish", "10.0.0.2:6379")]  # fmt: skip
@@ -223,14 +224,7 @@ def test_a_replica_reply_to_a_near_cache_fill_is_returned_but_not_kept():
     voided = []
     fill = Op([], lambda r: r, cleanup=lambda: voided.append(True), readonly=True, fills=True)
 
-    def answer(action):
-        if isinstance(action, Start):
-            return sent(
-                action, refused() if action.endpoint.address.startswith("10.0.0.1") else None
-            )
-        return [b"v"]
-
-    result, _ = script(call(shard, fill), answer)
+    result, _ = script(call(shard, fill), master_refuses)
     assert result == [b"v"] and voided == [True]
 
 

@@ -16,7 +16,7 @@ import redis
 from hacache.options import parse_options
 from hacache.shard import Shard
 from hacache.topology import Topology
-from tests.conftest import cache_params, make_cache, until
+from tests.conftest import cache_params, make_cache, running, until
 
 
 def reply(ip: str, port: int, epoch: int, flags: str = "master") -> dict[str, str]:
@@ -86,15 +86,7 @@ def test_no_sentinel_knowing_the_service_is_a_clear_error():
 
 @pytest.fixture
 def sentinels(tmp_path):
-    topo = Topology(tmp_path, shards=2, replicas=1, sentinels=2, down_after_ms=1000)
-    topo.up()
-    try:
-        yield topo
-    finally:
-        from hacache.router import close_all_routers
-
-        close_all_routers()
-        topo.down()
+    yield from running(Topology(tmp_path, shards=2, replicas=1, sentinels=2, down_after_ms=1000))
 
 
 def _connections_received(node) -> int:
