@@ -20,7 +20,8 @@ from redis.exceptions import RedisError
 
 from hacache.breaker import Breaker
 from hacache.endpoint import Endpoint
-from hacache.options import Options, ShardSpec
+from hacache.locations import ShardSpec
+from hacache.options import Options
 from hacache.sentinel import SentinelMonitor
 
 Address = tuple[str, int]
