@@ -28,6 +28,10 @@ class HACache(BaseCache):
         self._ops = Ops(self._router, self._router.options.serializer)
         self._run = self._router.run
         self._arun = self._router.arun
+        if self._router.options.metrics:
+            from hacache.instrument import alias_of, instrument, meter_for
+
+            instrument(self, meter_for(self._router, alias_of(server, params)))
 
     def get_backend_timeout(self, timeout: Any = DEFAULT_TIMEOUT) -> int | None:
         """Seconds for Redis: ``None`` never expires, ``0`` (or negative) expires at once."""

@@ -64,6 +64,7 @@ class DroppedWrites:
     def record(self, shard: Shard, keys: list[str] | None) -> None:
         """Keys whose write was dropped (None: all keys of the shard, a dropped flush)."""
         name = shard.name
+        shard.stats.writes_dropped += 1
         with self._lock:
             entries = self._by_shard.setdefault(name, {})
             if keys is not None and len(entries) + len(keys) <= self.max_keys:
@@ -129,6 +130,10 @@ class DroppedWrites:
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    def count(self, shard: str) -> int:
+        """Keys recorded for ``shard`` (for the metrics)."""
+        return len(self._by_shard.get(shard, ()))
 
 
 def _worked(command: Command, reply: Any) -> bool:

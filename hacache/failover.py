@@ -238,6 +238,7 @@ def _hedged(shard: Shard, view: View, pending: Pending, delay: float) -> Plan:
         spare = [r for r in view.replicas if r is not pending.endpoint]
         if spare:
             second = yield from start(random.choice(spare), pending.commands)
+            shard.stats.hedged_reads += 1
             if second.connection is not None:
                 index = yield Ready((pending, second), shard.options.socket_timeout)
                 if index is None:
@@ -332,8 +333,10 @@ def call(
     else:
         if repair is not None:
             replies = dropped.repaired(repair, replies)
-    if op.fills and endpoint is not view.master:
-        op.cleanup()  # type: ignore[misc]  # voids the leases: a replica's reply is not kept
+    if readonly and endpoint is not view.master:
+        shard.stats.replica_reads += 1
+        if op.fills:
+            op.cleanup()  # type: ignore[misc]  # voids the leases: a replica's reply is not kept
     return replies
 
 
@@ -369,6 +372,7 @@ def _recover(
 
         timeout = shard.options.failover_timeout
         if timeout and not writable(shard.view):
+            shard.stats.writes_waited += 1
             yield WaitFor(shard, writable, timeout)
         view = shard.view
         if writable(view):

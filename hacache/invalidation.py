@@ -8,7 +8,8 @@ shard's near-cache entries are dropped. Each process keeps one subscriber thread
 thread serves the sync and async APIs alike. A subscriber that loses its connection, or whose
 heartbeat ``PING`` goes unanswered, marks its shard untrusted until it has subscribed again.
 
-Message: ``"<seq> <origin> <json list of keys>"``, or ``"<seq> <origin> *"`` for ``clear()``.
+Message: ``"<seq> <origin> <json list of keys>"``, or ``"<seq> <origin> *"`` for ``clear()``;
+with metrics on, ``<origin>`` is ``<id>@<unix time sent>`` (older readers just see a stranger).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import logging
 import os
 import random
 import threading
+import time
 import uuid
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -60,6 +62,9 @@ class Bus:
         self.channel = channel
         self.seq_key = f"{channel}:seq"
         self.origin = uuid.uuid4().hex[:16]
+        # With metrics: each message carries its send time ("origin@time"), and the
+        # subscribers report publish-to-eviction lag here (shard name, seconds).
+        self.lag_sink: Callable[[str, float], None] | None = None
         self._subscribers: list[Subscriber] = []
         self._lock = threading.Lock()
         if near is not None:
@@ -76,7 +81,8 @@ class Bus:
 
     def publish_command(self, keys: list[str] | None) -> Command:
         payload = "*" if keys is None else json.dumps(keys, ensure_ascii=False)
-        return ("EVAL", PUBLISH, 1, self.seq_key, self.channel, f"{self.origin} {payload}")
+        origin = self.origin if self.lag_sink is None else f"{self.origin}@{time.time():.6f}"
+        return ("EVAL", PUBLISH, 1, self.seq_key, self.channel, f"{origin} {payload}")
 
     def listen(self) -> None:
         """Start the subscribers on first use (after fork too); cheap once they run."""
@@ -208,10 +214,14 @@ class Subscriber(threading.Thread):
         elif seq <= last and last > baseline:
             self.near.flush(shard)  # the sequence started over: FLUSHDB or a new server
         last = max(last, seq) if last == baseline and seq <= baseline else seq
+        origin, _, sent_at = origin.partition(b"@")  # "@time": the sender meters lag
         if payload == b"*":
             self.near.flush(shard)
         elif origin.decode() != self.bus.origin:
             self.near.evict(json.loads(payload), remote=True)
+            sink = self.bus.lag_sink
+            if sent_at and sink is not None:
+                sink(shard, max(0.0, time.time() - float(sent_at)))
         else:  # ours: already evicted when the write returned, unless it failed (in doubt)
             self.near.own_invalidation(json.loads(payload))
         return last

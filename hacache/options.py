@@ -52,6 +52,7 @@ class Options:
     wait_timeout: float
     hedge_delay: float
     dropped_writes_max: int
+    metrics: bool
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,7 @@ SCHEMA: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
     "WAIT_TIMEOUT": (_positive_number, 0.1),
     "HEDGE_DELAY": (_seconds_or_zero, 0.05),
     "DROPPED_WRITES_MAX": (_positive_int, 100_000),
+    "METRICS": (_boolean, False),
 }
 
 
@@ -292,4 +294,5 @@ def parse_options(location: Any, options: Any) -> Options:
         wait_timeout=values["WAIT_TIMEOUT"],
         hedge_delay=values["HEDGE_DELAY"],
         dropped_writes_max=values["DROPPED_WRITES_MAX"],
+        metrics=values["METRICS"],
     )

@@ -51,7 +51,8 @@ def _pop_all(free: deque[Any]) -> list[Any]:
 
 class SyncPool:
     __slots__ = (
-        "__weakref__", "_free", "_kwargs", "_limit", "_max", "_pool_timeout", "connection_class",
+        "__weakref__", "_closed", "_free", "_kwargs", "_limit", "_max", "_opened", "_pool_timeout",
+        "_timeouts", "connection_class",
     )  # fmt: skip
 
     def __init__(
@@ -67,16 +68,20 @@ class SyncPool:
         self._max = max_connections
         self._limit = threading.BoundedSemaphore(max_connections) if max_connections else None
         self._pool_timeout = pool_timeout
+        # Running totals for the metrics, moved only off the fast path (new, closed, refused).
+        self._opened = self._closed = self._timeouts = 0
         _live_pools.add(self)
 
     def acquire(self) -> tuple[Any, bool]:
         """A connection and whether it was used before (a reused one may have gone stale)."""
         limit = self._limit
         if limit is not None and not limit.acquire(timeout=self._pool_timeout):
+            self._timeouts += 1
             raise PoolExhausted(f"no free connection within {self._pool_timeout}s")
         try:
             return self._free.pop(), True
         except IndexError:
+            self._opened += 1
             return self.connection_class(**self._kwargs), False
 
     def release(self, connection: Any) -> None:
@@ -85,6 +90,7 @@ class SyncPool:
             self._limit.release()
 
     def discard(self, connection: Any) -> None:
+        self._closed += 1
         try:
             connection.disconnect()
         finally:
@@ -94,12 +100,19 @@ class SyncPool:
     def forget(self) -> None:
         """After fork: drop idle connections unclosed (the parent's) and every held permit."""
         self._free = deque()
+        self._opened = self._closed = 0
         if self._max:
             self._limit = threading.BoundedSemaphore(self._max)
 
     def close(self) -> None:
         for connection in _pop_all(self._free):
+            self._closed += 1
             connection.disconnect()
+
+    def usage(self) -> tuple[int, int, int]:
+        """(idle, in use, timeouts so far): for the metrics; racy by a connection or two."""
+        idle = len(self._free)
+        return idle, max(0, self._opened - self._closed - idle), self._timeouts
 
 
 class AsyncPool:

@@ -79,7 +79,7 @@ class Router:
 
     def shard_for(self, key: str) -> Shard:
         shard = self.shards[self._node_for(key)]
-        if self._eject_seconds is not None and self._ejected(shard):
+        if self._eject_seconds is not None and self.is_ejected(shard):
             return self._survivor_for(key)
         return shard
 
@@ -98,14 +98,16 @@ class Router:
                 groups.setdefault(self.shard_for(key), []).append(key)
         return groups
 
-    def _ejected(self, shard: Shard) -> bool:
+    def is_ejected(self, shard: Shard) -> bool:
+        if self._eject_seconds is None:
+            return False
         master = shard.master
         if master is None or master.breaker.opened_at is None:
             return False
         return time.monotonic() - master.breaker.opened_at < self._eject_seconds  # type: ignore[operator]
 
     def _survivor_for(self, key: str) -> Shard:
-        dead = frozenset(s.name for s in self.shards.values() if self._ejected(s))
+        dead = frozenset(s.name for s in self.shards.values() if self.is_ejected(s))
         ring = self._survivor_rings.get(dead)
         if ring is None:
             alive = {n: w for n, w in self.weights.items() if n not in dead}

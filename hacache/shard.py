@@ -36,6 +36,17 @@ class View:
     generation: int = 0  # moves on whenever the master does
 
 
+@dataclass
+class ShardStats:
+    """Running totals of rare events, for the metrics (plain integers, nothing else reads)."""
+
+    replica_reads: int = 0
+    hedged_reads: int = 0
+    failovers: int = 0
+    writes_waited: int = 0
+    writes_dropped: int = 0
+
+
 _shards: weakref.WeakSet[Shard] = weakref.WeakSet()
 
 
@@ -57,6 +68,7 @@ class Shard:
         self.master_listeners: list[Callable[[Shard], None]] = []
         self.monitor: SentinelMonitor | None = None
         self.hedge_delay = options.hedge_delay
+        self.stats = ShardStats()
         if spec.sentinels:
             self.view = View(None)  # asked of Sentinel on first use
             self.monitor = SentinelMonitor(self, spec.sentinels, spec.service, spec.sentinel_kwargs)
@@ -150,6 +162,7 @@ class Shard:
             self.view = new
             self._changed.notify_all()
         if moved and old.master is not None:
+            self.stats.failovers += 1
             for listener in self.master_listeners:
                 listener(self)
         return True
@@ -181,6 +194,11 @@ class Shard:
         """The same exception class, naming the shard: logs must show which server failed."""
         where = endpoint.address if endpoint is not None else self.address
         return type(exc)(f"shard {self.name!r} ({where}): {exc}")
+
+    def endpoints(self) -> list[Endpoint]:
+        """Every server this shard has used: its master, replicas, past masters."""
+        with self._changed:
+            return list({*self._endpoints.values(), self.view.master} - {None})  # type: ignore[arg-type]
 
     def close(self) -> None:
         if self.monitor is not None:

@@ -15,12 +15,16 @@ run_dir="$REPO/.hacache/topology"
 "$python" -m hacache.topology down --dir "$run_dir" >/dev/null 2>&1 || true
 # The recommended HA set-up for a web cache: fail open (a dead shard reads as empty, never a 500)
 # and keep sessions out of the near-cache (written about as often as read).
-default_options='{"NEAR_CACHE": true, "FAIL_OPEN": true, "NEAR_CACHE_EXCLUDE": ["*:django.contrib.sessions.cache*"]}'
+default_options='{"NEAR_CACHE": true, "FAIL_OPEN": true, "NEAR_CACHE_EXCLUDE": ["*:django.contrib.sessions.cache*"], "METRICS": true}'
 "$python" -m hacache.topology up --dir "$run_dir" --shards 3 --replicas 1 --sentinels 3 \
     --options "${DEMO_OPTIONS:-$default_options}"
 trap '"$python" -m hacache.topology down --dir "$run_dir"' EXIT
 
 export HACACHE_CACHES_FILE="$run_dir/caches.json"
+# prometheus-client's multiprocess mode: every worker's metrics, summed at /metrics/.
+export PROMETHEUS_MULTIPROC_DIR="$run_dir/prometheus"
+rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
 say "serving testproject on http://127.0.0.1:${PORT:-8000}/ (Ctrl-C stops it and the topology)"
 "$python" -m gunicorn testproject.wsgi -b "127.0.0.1:${PORT:-8000}" -w "${WORKERS:-3}" \
+    -c testproject/gunicorn_conf.py \
     --access-logfile - ${DEMO_ARGS:-}

@@ -14,4 +14,5 @@ urlpatterns = [
     path("session/", views.session, name="session"),
     path("item/<str:key>/", views.item, name="item"),
     path("health/", views.health, name="health"),
+    path("metrics/", views.metrics, name="metrics"),
 ]

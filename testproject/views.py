@@ -204,3 +204,10 @@ def health(request: HttpRequest) -> JsonResponse:
     if not ok:
         return JsonResponse({"ok": False, "error": "probe value not read back"}, status=503)
     return JsonResponse({"ok": True})
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus scrape endpoint (hacache's metrics, with ``"METRICS": True``)."""
+    from hacache.metrics import view
+
+    return view(request)
