@@ -2,6 +2,7 @@
 
 from django.urls import path
 
+from hacache import health
 from testproject import views
 
 urlpatterns = [
@@ -14,4 +15,5 @@ urlpatterns = [
     path("session/", views.session, name="session"),
     path("item/<str:key>/", views.item, name="item"),
     path("health/", views.health, name="health"),
+    path("healthz/", health.view, name="healthz"),  # every shard's master, for probes
 ]
