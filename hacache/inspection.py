@@ -13,6 +13,7 @@ import contextlib
 import os
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,23 +107,31 @@ def _split(address: str) -> tuple[str | None, int | None]:
     return (host, int(port)) if sep and port.isdigit() else (None, None)
 
 
-def probe(shard: Shard, server: Server) -> Server:
-    """PING (timed) and INFO one server, on a connection of its own."""
-    host, port = _split(server.address) if shard.spec.sentinels else (None, None)
+@contextlib.contextmanager
+def _connected(shard: Shard, address: str) -> Iterator[redis.Redis]:
+    """A client of its own for one server of the shard, closed with its sockets on exit."""
+    host, port = _split(address) if shard.spec.sentinels else (None, None)
     client = _client(shard, host, port)
     try:
-        client.ping()  # connects: the timed PING below is one round trip
-        start = time.perf_counter()
-        client.ping()
-        server.latency_ms = round((time.perf_counter() - start) * 1000, 3)
-        server.reachable = True
-        info = client.info()
-    except (redis.RedisError, OSError) as exc:
-        server.error = _message(exc)
-        return server
+        yield client
     finally:
         client.close()
         client.connection_pool.disconnect()
+
+
+def probe(shard: Shard, server: Server) -> Server:
+    """PING (timed) and INFO one server, on a connection of its own."""
+    try:
+        with _connected(shard, server.address) as client:
+            client.ping()  # connects: the timed PING below is one round trip
+            start = time.perf_counter()
+            client.ping()
+            server.latency_ms = round((time.perf_counter() - start) * 1000, 3)
+            server.reachable = True
+            info = client.info()
+    except (redis.RedisError, OSError) as exc:
+        server.error = _message(exc)
+        return server
     server.reported_role = "master" if info.get("role") == "master" else "replica"
     server.redis_version = str(info.get("redis_version"))
     server.used_memory = info.get("used_memory")
@@ -281,16 +290,12 @@ def locate(key: str, alias: str = "default", version: int | None = None) -> Loca
     if master is None:
         found.error = "no master known"
         return found
-    host, port = _split(master) if shard.spec.sentinels else (None, None)
-    client = _client(shard, host, port)
     try:
-        pttl = client.pttl(redis_key)
+        with _connected(shard, master) as client:
+            pttl = client.pttl(redis_key)
     except (redis.RedisError, OSError) as exc:
         found.error = _message(exc)
         return found
-    finally:
-        client.close()
-        client.connection_pool.disconnect()
     found.exists = pttl != -2
     found.ttl_seconds = pttl / 1000 if pttl >= 0 else None
     return found
