@@ -1,30 +1,42 @@
-"""Optional Django app: with ``"hacache"`` in ``INSTALLED_APPS``, a bad ``CACHES`` entry fails at
-start-up (``django.setup()``, so under gunicorn too), not at the first cache call."""
+"""Optional Django app: with ``"hacache"`` in ``INSTALLED_APPS``, hacache's system checks
+(``hacache.checks``) run with ``manage.py check``, and a bad ``CACHES`` entry fails at start-up.
+
+Start-up: under a server (gunicorn, uWSGI, ASGI: anything calling ``django.setup()`` that is not
+``manage.py``), an entry with a ``hacache.E00x`` error raises ``ImproperlyConfigured`` from
+``django.setup()``, so a bad setting never serves its first request. Under ``manage.py`` /
+``django-admin`` the error is left to the check framework, which prints it with its id and hint
+(commands that run checks, ``check``, ``runserver``, ``hacache``, stop on it) instead of a
+traceback.
+"""
 
 from __future__ import annotations
 
-from django.apps import AppConfig
-from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
-from django.utils.module_loading import import_string
+import sys
 
-from hacache.options import parse_options
+from django.apps import AppConfig
+from django.core.exceptions import ImproperlyConfigured
 
 
 def check_caches_setting() -> None:
-    """Parse every hacache entry in ``CACHES`` (nothing connects); raise on the first error."""
-    from hacache.backend import HACache
+    """Run hacache's checks (nothing connects); raise if any entry has an error."""
+    from hacache.checks import startup_errors
 
-    for alias, params in settings.CACHES.items():
-        try:
-            backend = import_string(params.get("BACKEND", ""))
-        except ImportError:
-            continue  # Django reports a missing backend itself
-        if isinstance(backend, type) and issubclass(backend, HACache):
-            try:
-                parse_options(params.get("LOCATION"), params.get("OPTIONS"))
-            except ImproperlyConfigured as exc:
-                raise ImproperlyConfigured(f"CACHES[{alias!r}]: {exc}") from exc
+    errors = startup_errors()
+    if errors:
+        raise ImproperlyConfigured("\n".join(f"{e.msg} ({e.id}; {e.hint})" for e in errors))
+
+
+def _under_management_command() -> bool:
+    """True while ``ManagementUtility.execute`` (manage.py, django-admin) is on the stack."""
+    from django.core.management import ManagementUtility
+
+    code = ManagementUtility.execute.__code__
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is code:
+            return True
+        frame = frame.f_back
+    return False
 
 
 class HACacheConfig(AppConfig):
@@ -32,4 +44,8 @@ class HACacheConfig(AppConfig):
     verbose_name = "hacache"
 
     def ready(self) -> None:
-        check_caches_setting()
+        from hacache.checks import guard_django_cache_checks
+
+        guard_django_cache_checks()
+        if not _under_management_command():
+            check_caches_setting()

@@ -2,6 +2,7 @@
 
 from django.urls import path
 
+from hacache import health
 from testproject import views
 
 urlpatterns = [
@@ -15,4 +16,5 @@ urlpatterns = [
     path("item/<str:key>/", views.item, name="item"),
     path("health/", views.health, name="health"),
     path("metrics/", views.metrics, name="metrics"),
+    path("healthz/", health.view, name="healthz"),  # every shard's master, for probes
 ]

@@ -132,14 +132,15 @@ def test_the_app_refuses_a_bad_caches_setting_at_start_up(settings):
         check_caches_setting()
 
 
-def test_start_up_fails_under_a_real_django_setup(tmp_path):
+@pytest.mark.parametrize("timeout", ["-1", "float('nan')"])
+def test_start_up_fails_under_a_real_django_setup(tmp_path, timeout):
     import subprocess
     import sys
 
     (tmp_path / "bad_settings.py").write_text(
         "INSTALLED_APPS = ['hacache']\n"
         "CACHES = {'default': {'BACKEND': 'hacache.HACache', 'LOCATION': 'redis://h',"
-        " 'OPTIONS': {'SOCKET_TIMEOUT': -1}}}\n"
+        f" 'OPTIONS': {{'SOCKET_TIMEOUT': {timeout}}}}}}}\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", "import django; django.setup()"],
@@ -154,3 +155,4 @@ def test_start_up_fails_under_a_real_django_setup(tmp_path):
     )
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr and "SOCKET_TIMEOUT" in result.stderr
+    assert "hacache.E004" in result.stderr  # the system check's id and hint

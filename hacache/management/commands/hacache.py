@@ -1,0 +1,91 @@
+"""``manage.py hacache status|ring|locate KEY|flush-near``: look at a hacache alias.
+
+Thin on purpose: the questions are ``hacache.inspection``'s, the text ``hacache.report``'s.
+``status`` exits 1 when any shard's master is unreachable.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from hacache import inspection, report
+
+
+class Command(BaseCommand):
+    help = "Inspect a hacache cache alias: status, ring, locate KEY, flush-near."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--alias", default="default", help="CACHES alias (default: default)")
+        parser.add_argument("--json", action="store_true", help="print JSON, for scripts")
+        sub = parser.add_subparsers(dest="action", required=True)
+        sub.add_parser("status", help="every shard's servers, Sentinel's view, breakers")
+        ring = sub.add_parser("ring", help="shards, weights, ring points, measured key share")
+        ring.add_argument("--sample", type=int, default=10_000, help="random keys to place")
+        locate = sub.add_parser("locate", help="where a cache key lives, whether it exists")
+        locate.add_argument("key")
+        locate.add_argument("--version", type=int, default=None, dest="key_version")
+        sub.add_parser(
+            "flush-near",
+            help="empty THIS process's near-cache (other processes are not affected)",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        alias = options["alias"]
+        if alias not in settings.CACHES:
+            raise CommandError(f"no cache alias {alias!r} in CACHES")
+        if not any(a == alias for a, _ in inspection_aliases()):
+            raise CommandError(f"CACHES[{alias!r}] is not a hacache backend")
+        action = options["action"]
+        as_json = options["json"]
+        if action == "status":
+            shards = inspection.status(alias)
+            if as_json:
+                self._json([{**asdict(s), "ok": s.ok} for s in shards])
+            else:
+                self.stdout.write(report.status_text(shards))
+            if not all(s.ok for s in shards):
+                raise SystemExit(1)
+        elif action == "ring":
+            if options["sample"] < 1:
+                raise CommandError("--sample must be at least 1")
+            shares = inspection.ring(alias, options["sample"])
+            placement = inspection.router_for(alias).options.placement
+            if as_json:
+                self._json({"placement": placement, "shards": [asdict(s) for s in shares]})
+            else:
+                self.stdout.write(report.ring_text(shares, options["sample"], placement))
+        elif action == "locate":
+            found = inspection.locate(options["key"], alias, options["key_version"])
+            if as_json:
+                self._json(asdict(found))
+            else:
+                self.stdout.write(report.locate_text(found))
+        else:  # flush-near
+            self._flush_near(alias, as_json)
+
+    def _flush_near(self, alias: str, as_json: bool) -> None:
+        dropped = inspection.flush_near(alias)
+        if as_json:
+            self._json({"near_cache": dropped is not None, "dropped": dropped or 0})
+        elif dropped is None:
+            self.stdout.write(f"CACHES[{alias!r}] has no near-cache: nothing to flush.")
+        else:
+            self.stdout.write(
+                f"Flushed this process's near-cache for {alias!r} ({dropped} entries). Other "
+                "processes are not affected: their near-caches empty on clear(), on a write's "
+                "invalidation, or within NEAR_CACHE_TTL."
+            )
+
+    def _json(self, data: Any) -> None:
+        self.stdout.write(json.dumps(data, indent=2))
+
+
+def inspection_aliases() -> list[tuple[str, Any]]:
+    from hacache.checks import hacache_aliases
+
+    return list(hacache_aliases())

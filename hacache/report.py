@@ -1,0 +1,119 @@
+"""Readable, aligned text for ``manage.py hacache``, from ``inspection``'s results.
+
+Only formats: it asks nothing of Redis. What it prints comes from the result dataclasses,
+which hold addresses and names, never a password.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from hacache.inspection import Location, RingShare, ShardStatus
+
+BAR_WIDTH = 40
+
+
+def table(rows: Sequence[Sequence[object]]) -> list[str]:
+    """Columns padded to their widest cell; the first row is the header."""
+    cells = [["-" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    return [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
+
+
+def size(n: int | None) -> str | None:
+    if n is None:
+        return None
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return None  # unreachable
+
+
+def _flags(flags: Iterable[str] | None) -> str | None:
+    return None if flags is None else ",".join(flags)
+
+
+def _role(expected: str, reported: str | None) -> str:
+    return expected if reported in (None, expected) else f"{expected} (says {reported})"
+
+
+def status_text(shards: list[ShardStatus]) -> str:
+    lines: list[str] = []
+    for shard in shards:
+        near = (
+            ""
+            if shard.near_cache_trusted is None
+            else (f"  near-cache: {'trusted' if shard.near_cache_trusted else 'untrusted'}")
+        )
+        state = "ok" if shard.ok else "MASTER UNREACHABLE"
+        lines.append(f"shard {shard.name} ({shard.kind}, weight {shard.weight}): {state}{near}")
+        report = shard.sentinel
+        if report is not None:
+            lines.append(
+                f"  sentinel: service {report.service}, {report.answered}/{report.sentinels} "
+                f"sentinels answered, config-epoch {report.config_epoch}"
+                + (f" ({report.error})" if report.error else "")
+            )
+        rows: list[list[object]] = [
+            ["role", "address", "up", "latency", "version", "memory", "maxmemory", "keys",
+             "clients", "breaker", "sentinel flags"],
+        ]  # fmt: skip
+        for s in shard.servers:
+            rows.append([
+                _role(s.role, s.reported_role),
+                s.address, "yes" if s.reachable else "NO",
+                None if s.latency_ms is None else f"{s.latency_ms:.2f} ms",
+                s.redis_version, size(s.used_memory),
+                None if s.maxmemory is None else (size(s.maxmemory) if s.maxmemory else "none"),
+                s.keys, s.connected_clients, s.breaker, _flags(s.sentinel_flags),
+            ])  # fmt: skip
+        lines += ["  " + line for line in table(rows)]
+        lines += [f"  {s.address}: {s.error}" for s in shard.servers if s.error]
+        lines.append("")
+    down = [s.name for s in shards if not s.ok]
+    lines.append(
+        f"{len(shards) - len(down)}/{len(shards)} shards have a reachable master"
+        + (f"; unreachable: {', '.join(down)}" if down else "")
+    )
+    lines.append("(breaker and near-cache states are this process's own)")
+    return "\n".join(lines)
+
+
+def ring_text(shares: list[RingShare], sample: int, placement: str) -> str:
+    rows: list[list[object]] = [["shard", "weight", "points", "expected", "measured", ""]]
+    top = max((s.measured for s in shares), default=0) or 1
+    for s in shares:
+        bar = "#" * round(BAR_WIDTH * s.measured / top)
+        rows.append([s.name, s.weight, s.points, f"{s.expected:.1%}", f"{s.measured:.1%}", bar])
+    total = sum(s.points for s in shares)
+    return "\n".join(
+        [*table(rows), f"{placement} placement, {total} points, {sample} random keys sampled"]
+    )
+
+
+def locate_text(found: Location) -> str:
+    if found.exists is None:
+        exists = "unknown"
+    elif not found.exists:
+        exists = "no"
+    elif found.ttl_seconds is None:
+        exists = "yes, no expiry"
+    else:
+        exists = f"yes, expires in {found.ttl_seconds:.3f} s"
+    shard = found.shard
+    if found.home_shard != found.shard:
+        shard += f" (ejected from {found.home_shard})"
+    rows = [
+        ["key", found.key],
+        ["redis key", found.redis_key],
+        ["shard", shard],
+        ["master", found.master],
+        ["replicas", ", ".join(found.replicas) or "none"],
+        ["exists", exists],
+    ]
+    if found.error:
+        rows.append(["error", found.error])
+    return "\n".join(table([["", ""], *rows])[1:])
