@@ -2,8 +2,9 @@
 # shellcheck shell=bash
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-# nutcracker (twemproxy) lets the tests check ketama placement against the real thing.
-APT_PACKAGES=(redis-server redis-sentinel nutcracker)
+# nutcracker (twemproxy) lets the tests check ketama placement against the real thing;
+# prometheus (ships prometheus and promtool) checks and runs the alert rules and dashboard queries.
+APT_PACKAGES=(redis-server redis-sentinel nutcracker prometheus)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -12,6 +13,7 @@ install_os_packages() {
     command -v redis-server >/dev/null || missing+=(redis-server)
     command -v redis-sentinel >/dev/null || missing+=(redis-sentinel)
     command -v nutcracker >/dev/null || [ -x /usr/sbin/nutcracker ] || missing+=(nutcracker)
+    command -v promtool >/dev/null || missing+=(prometheus)
     [ ${#missing[@]} -eq 0 ] && return 0
     say "installing ${missing[*]}"
     local sudo=""
@@ -20,9 +22,9 @@ install_os_packages() {
         $sudo apt-get update -qq
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${APT_PACKAGES[@]}" >/dev/null
     elif command -v brew >/dev/null; then
-        brew install redis twemproxy
+        brew install redis twemproxy prometheus
     else
-        echo "Please install redis-server and redis-sentinel (Redis >= 6.2)." >&2
+        echo "Please install redis-server and redis-sentinel (Redis >= 6.2) and prometheus." >&2
         return 1
     fi
 }
