@@ -14,7 +14,7 @@ from typing import Any
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 
 from hacache.ops import Ops
-from hacache.router import get_router
+from hacache.router import alias_of, get_router
 
 # Characters memcached rejects; only keys containing one (or too long) take Django's slow check.
 _SUSPECT_KEY = re.compile(r"[\x00-\x20\x7f]")
@@ -28,10 +28,13 @@ class HACache(BaseCache):
         self._ops = Ops(self._router, self._router.options.serializer)
         self._run = self._router.run
         self._arun = self._router.arun
+        alias = alias_of(server, params)
+        self._router.serves(alias)
         if self._router.options.metrics:
-            from hacache.instrument import alias_of, instrument, meter_for
+            from hacache.instrument import instrument
+            from hacache.metrics import meter_for
 
-            instrument(self, meter_for(self._router, alias_of(server, params)))
+            instrument(self, meter_for(self._router, alias))
 
     def get_backend_timeout(self, timeout: Any = DEFAULT_TIMEOUT) -> int | None:
         """Seconds for Redis: ``None`` never expires, ``0`` (or negative) expires at once."""

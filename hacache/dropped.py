@@ -34,6 +34,7 @@ logger = logging.getLogger("hacache.dropped")
 
 
 class Repair(NamedTuple):
+    cache: str  # the alias(es), for the log
     shard: str
     commands: list[Command]
     keys: dict[str, int]  # the record's entries this repair deletes: key -> stamp
@@ -75,8 +76,9 @@ class DroppedWrites:
             elif name not in self.blind:
                 why = "a clear() was dropped" if keys is None else "too many writes were dropped"
                 logger.error(
-                    "hacache: shard %r: %s; it reads as empty in this process until it answers "
-                    "again, then it is flushed (FLUSHDB), as clear() would",
+                    "hacache: cache %r, shard %r: %s; it reads as empty in this process until it "
+                    "answers again, then it is flushed (FLUSHDB), as clear() would",
+                    shard.cache,
                     name,
                     why,
                 )
@@ -103,7 +105,7 @@ class DroppedWrites:
         replicas, timeout = self._wait
         if replicas:
             commands.append(("WAIT", replicas, max(1, int(timeout * 1000))))
-        return Repair(name, commands, keys, flush)
+        return Repair(shard.cache, name, commands, keys, flush)
 
     def repaired(self, repair: Repair, replies: Replies) -> Replies:
         """Strip the repair's replies; forget what it repaired if every part of it worked."""
@@ -121,7 +123,10 @@ class DroppedWrites:
                     del entries[key]
                     del self.keys[key]
             if repair.flush and self.blind.get(repair.shard) == repair.flush:
-                logger.warning("hacache: shard %r flushed to repair dropped writes", repair.shard)
+                logger.warning(
+                    "hacache: cache %r, shard %r flushed to repair dropped writes",
+                    repair.cache, repair.shard,
+                )  # fmt: skip
                 del self.blind[repair.shard]
                 for key in [k for k, stamp in entries.items() if stamp < repair.flush]:
                     del entries[key]

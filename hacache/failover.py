@@ -109,7 +109,7 @@ _EMPTY_REPLY: dict[str, Any] = {
     "PTTL": -2, "EVAL": None, "EVALSHA": None, "FLUSHDB": None,
 }  # fmt: skip
 _LOG_EVERY = 10.0  # seconds between repeated warnings about the same shard
-_last_logged: dict[str, float] = {}
+_last_logged: dict[tuple[str, str], float] = {}  # (alias, shard) -> when last logged
 
 
 def empty_replies(commands: list[Command]) -> Replies:
@@ -126,11 +126,14 @@ def empty_replies(commands: list[Command]) -> Replies:
 
 def log_failure(shard: Shard, error: BaseException) -> None:
     """Warn about a shard failing open: once per outage, then every ``_LOG_EVERY`` seconds."""
-    now = time.monotonic()
-    if now - _last_logged.get(shard.name, -_LOG_EVERY) >= _LOG_EVERY:
-        _last_logged[shard.name] = now
+    now, key = time.monotonic(), (shard.cache, shard.name)
+    if now - _last_logged.get(key, -_LOG_EVERY) >= _LOG_EVERY:
+        _last_logged[key] = now
         what = "no free connection" if isinstance(error, PoolExhausted) else "unavailable"
-        logger.warning("hacache: shard %r %s, failing open: %s", shard.name, what, error)
+        logger.warning(
+            "hacache: cache %r, shard %r %s, failing open: %s: %s",
+            shard.cache, shard.name, what, type(error).__name__, error,
+        )  # fmt: skip
 
 
 # -- one pipeline on one endpoint -----------------------------------------------------------

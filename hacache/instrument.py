@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import bisect
 import inspect
-import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from hacache.metrics import UPPER, Meter
 
 if TYPE_CHECKING:
-    from hacache.router import Router
+    pass
 
 _MISSING = object()
 _KEYED = ("get_many", "set_many", "delete_many")  # these count keys, not calls
@@ -191,34 +190,3 @@ def _timed(meter: Meter, run: Callable[..., Any], arun: Callable[..., Any]) -> t
 
 def _is_async(method: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(method)
-
-
-_by_alias: dict[tuple[int, str], Meter] = {}
-_by_alias_lock = threading.Lock()
-
-
-def meter_for(router: Router, alias: str) -> Meter:
-    """One meter per router and alias, for the whole process."""
-    key = (id(router), alias)
-    meter = _by_alias.get(key)
-    if meter is None or meter.router is not router:
-        with _by_alias_lock:
-            meter = _by_alias.get(key)
-            if meter is None or meter.router is not router:
-                meter = _by_alias[key] = Meter(router, alias)
-                if router.bus is not None and router.bus.lag_sink is None:
-                    router.bus.lag_sink = meter.observe_lag  # the router's first alias
-    return meter
-
-
-def alias_of(location: Any, params: dict[str, Any]) -> str:
-    """The ``CACHES`` alias a backend was built for (Django does not say): the label."""
-    from django.conf import settings
-
-    found = [
-        alias
-        for alias, conf in getattr(settings, "CACHES", {}).items()
-        if conf.get("LOCATION") == location
-        and {k: v for k, v in conf.items() if k not in ("BACKEND", "LOCATION")} == params
-    ]
-    return "|".join(sorted(found)) or "unnamed"

@@ -144,10 +144,12 @@ class Subscriber(threading.Thread):
                     # Once per outage, not once per reconnection attempt.
                     logger.log(
                         logging.WARNING if was_listening else logging.DEBUG,
-                        "hacache: invalidation subscriber for shard %r (%s) lost: %s; its "
-                        "near-cache entries are dropped until it has subscribed again",
+                        "hacache: cache %r, shard %r (%s): invalidation subscriber lost: %s: %s; "
+                        "its near-cache entries are dropped until it has subscribed again",
+                        self.shard.cache,
                         self.shard.name,
                         self.shard.address,
+                        type(exc).__name__,
                         exc,
                     )
             if self.near.trusted(self.shard.name):
@@ -205,8 +207,9 @@ class Subscriber(threading.Thread):
             self.near.stats.gap_flushes += 1
             self.near.flush(shard)
             logger.warning(
-                "hacache: shard %r: invalidations %d to %d were lost; near-cache entries of "
-                "that shard dropped",
+                "hacache: cache %r, shard %r: invalidations %d to %d were lost; near-cache "
+                "entries of that shard dropped",
+                self.shard.cache,
                 shard,
                 last + 1,
                 seq - 1,

@@ -180,8 +180,9 @@ class Meter:
     def _delta(self, metric: Any, key: tuple, total: float, labels: tuple) -> None:
         """A running total kept elsewhere: add to ``metric`` what it grew by since last time."""
         grown = total - self._folded.get(key, 0)
+        child = metric.labels(*labels)  # exists from the first fold: increase() sees a 0 first
         if grown > 0:
-            metric.labels(*labels).inc(grown)
+            child.inc(grown)
         self._folded[key] = total
 
     def _fold_router(self) -> None:
@@ -243,6 +244,32 @@ def _fold_histogram(child: Any, slots: list[float]) -> None:
         if n:
             bucket.inc(n)
     child._sum.inc(slots[-1])
+
+
+_by_alias: dict[tuple[int, str], Meter] = {}  # strong: a meter is folded until its router closes
+
+
+def meter_for(router: Router, alias: str) -> Meter:
+    """One meter per router and alias, for the whole process."""
+    key = (id(router), alias)
+    meter = _by_alias.get(key)
+    if meter is None or meter.router is not router:
+        with _lock:
+            meter = _by_alias.get(key)
+            if meter is None or meter.router is not router:
+                meter = _by_alias[key] = Meter(router, alias)
+                if router.bus is not None and router.bus.lag_sink is None:
+                    router.bus.lag_sink = meter.observe_lag  # the router's first alias
+    return meter
+
+
+def forget(router: Router) -> None:
+    """A closed router's meters stop being folded (their gauges would overwrite the live ones')."""
+    with _lock:
+        for key, meter in [(k, m) for k, m in _by_alias.items() if m.router is router]:
+            meter.fold()
+            _meters.discard(meter)
+            del _by_alias[key]
 
 
 def fold_all() -> None:

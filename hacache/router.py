@@ -74,6 +74,8 @@ class Router:
         publish = self.bus.publish_command if self.bus and options.publish_invalidations else None
         wait = (options.wait_replicas, options.wait_timeout)
         self.dropped = DroppedWrites(options.dropped_writes_max, publish, wait)
+        self.aliases: list[str] = []
+        self.closed = False
 
     # -- routing ---------------------------------------------------------------------------
 
@@ -138,7 +140,19 @@ class Router:
         finally:
             op.cleanup()
 
+    def serves(self, alias: str) -> None:
+        """A backend for ``alias`` uses this router: its shards name it in their logs."""
+        if alias not in self.aliases:
+            self.aliases = sorted({*self.aliases, alias})
+            for shard in self.shards.values():
+                shard.cache = "|".join(self.aliases)
+
     def close(self) -> None:
+        self.closed = True
+        if self.options.metrics:
+            from hacache.metrics import forget
+
+            forget(self)
         if self.bus is not None:
             self.bus.stop()
         for shard in self.shards.values():
@@ -167,6 +181,27 @@ def get_router(location: Any, options: Any) -> Router:
             if router is None:
                 router = _routers[fingerprint] = Router(parse_options(location, options))
     return router
+
+
+_aliases: dict[str, str] = {}
+
+
+def alias_of(location: Any, params: dict[str, Any]) -> str:
+    """The ``CACHES`` alias a backend was built for (Django does not tell it): for logs and
+    metrics. Several aliases with the same settings read as one, "a|b"."""
+    fingerprint = repr((location, params))
+    alias = _aliases.get(fingerprint)
+    if alias is None:
+        from django.conf import settings
+
+        found = [
+            name
+            for name, conf in getattr(settings, "CACHES", {}).items()
+            if conf.get("LOCATION") == location
+            and {k: v for k, v in conf.items() if k not in ("BACKEND", "LOCATION")} == params
+        ]
+        alias = _aliases[fingerprint] = "|".join(sorted(found)) or "unnamed"
+    return alias
 
 
 def close_all_routers() -> None:

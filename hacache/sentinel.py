@@ -313,8 +313,8 @@ class SentinelMonitor:
             self.shard.apply(new, None, None)
             if self.shard.view.master is not before:  # once, whichever sentinel said it first
                 logger.warning(
-                    "hacache: shard %r: Sentinel promoted %s:%s (was %s:%s)",
-                    self.shard.name, *new, words[1].decode(), words[2].decode(),
+                    "hacache: cache %r, shard %r: Sentinel promoted %s:%s (was %s:%s)",
+                    self.shard.cache, self.shard.name, *new, words[1].decode(), words[2].decode(),
                 )  # fmt: skip
         elif channel in (b"+sdown", b"-sdown", b"+odown") and words[:2] == [b"master", service]:
             master = (words[2].decode(), int(words[3]))

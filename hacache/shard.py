@@ -62,6 +62,7 @@ class Shard:
     def __init__(self, spec: ShardSpec, options: Options) -> None:
         self.spec = spec
         self.name = spec.name
+        self.cache = "?"  # the CACHES alias(es) served, for logs: set by the router
         self.options = options
         self._endpoints: dict[Address, Endpoint] = {}
         self._changed = threading.Condition()

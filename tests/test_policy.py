@@ -531,3 +531,18 @@ def test_an_unsettled_direct_exchange_continues_in_the_plan():
     result, actions = script(failover.run(op, FakeRouter(), (stale, stale.error)), answer)
     assert result == [["OK"]]
     assert [type(a) for a in actions] == [CloseIdle, Start, Finish]
+
+
+def test_fail_open_warnings_name_alias_shard_and_error_once_per_outage(caplog):
+    shard = sentinel_shard()
+    shard.cache = "default"
+    failover._last_logged.clear()
+    with caplog.at_level("WARNING", logger="hacache.failover"):
+        failover.log_failure(shard, refused())
+        failover.log_failure(shard, refused())  # the same outage: once
+        shard.cache = "other"  # another alias on the same shard name: its own throttle
+        failover.log_failure(shard, refused())
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2
+    assert "cache 'default', shard 's'" in lines[0] and "ConnectionError" in lines[0]
+    assert "cache 'other'" in lines[1]
