@@ -7,17 +7,63 @@ unchanged over a single server, the sharded ring, the ketama ring and the near-c
 from __future__ import annotations
 
 import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hacache.router import close_all_routers
-from hacache.topology import Topology
+from hacache.topology import Topology, free_port
+
+REPO = Path(__file__).resolve().parent.parent
 
 SCENARIOS = ("single", "sharded", "ketama", "near")
 _prefixes = itertools.count()
+
+
+@contextmanager
+def demo_site(caches: dict, work: Path, workers: int = 3) -> Iterator[str]:
+    """The demo site under gunicorn with ``caches``, metrics in multiprocess mode (files in
+    ``work/prom``), as scripts/demo.sh serves it; yields its base URL, stops it afterwards."""
+    (work / "caches.json").write_text(json.dumps(caches))
+    (work / "prom").mkdir()
+    port = free_port()
+    env = {**os.environ, "HACACHE_CACHES_FILE": str(work / "caches.json"),
+           "PROMETHEUS_MULTIPROC_DIR": str(work / "prom")}  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "testproject.wsgi", "-b", f"127.0.0.1:{port}",
+         "-w", str(workers), "-c", str(REPO / "testproject" / "gunicorn_conf.py")],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert until(lambda: http_status(base + "/health/") == 200, 30)
+        yield base
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+
+
+def http_status(url: str) -> int:
+    """The status of a GET (0: no answer)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            response.read()
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return 0
 
 
 def running(topo: Topology) -> Iterator[Topology]:

@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -18,7 +12,7 @@ import pytest
 from django.test import Client
 
 from hacache.metrics import fold_all
-from tests.conftest import cache_params, make_cache, until
+from tests.conftest import cache_params, demo_site, http_status, make_cache
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -158,49 +152,17 @@ def test_the_scrape_view(metered):
     assert b"hacache_calls_total" in response.content
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_gunicorn_workers_scrape_sums_every_call(topology, tmp_path):
     """Three sync workers, prometheus-client's multiprocess mode: totals equal the calls made."""
     params = cache_params(topology, "sharded", METRICS=True)
-    caches_file = tmp_path / "caches.json"
-    caches_file.write_text(json.dumps({"default": params}))
-    multiproc = tmp_path / "prom"
-    multiproc.mkdir()
-    port = _free_port()
-    env = {**os.environ, "HACACHE_CACHES_FILE": str(caches_file),
-           "PROMETHEUS_MULTIPROC_DIR": str(multiproc)}  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "testproject.wsgi", "-b", f"127.0.0.1:{port}",
-         "-w", "3", "-c", str(REPO / "testproject" / "gunicorn_conf.py")],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        assert until(lambda: _answers(base + "/health/"), 30)
+    with demo_site({"default": params}, tmp_path) as base:
         requests = 60
         for _ in range(requests):
-            with urllib.request.urlopen(base + "/counter/", timeout=5) as response:
-                assert response.status == 200
+            assert http_status(base + "/counter/") == 200
         time.sleep(2.5)  # every worker folds within a second
         with urllib.request.urlopen(base + "/metrics/", timeout=5) as response:
             text = response.read().decode()
-        assert sample(text, "hacache_calls_total", op="incr") == requests
-        assert sample(text, "hacache_calls_total", op="add") == requests
-        pids = {p.name.split("_")[-1].split(".")[0] for p in multiproc.iterdir()}
-        assert len(pids) >= 2  # the requests really were spread over several workers
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(15)
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status < 500
-    except OSError:
-        return False
+    assert sample(text, "hacache_calls_total", op="incr") == requests
+    assert sample(text, "hacache_calls_total", op="add") == requests
+    pids = {p.name.split("_")[-1].split(".")[0] for p in (tmp_path / "prom").iterdir()}
+    assert len(pids) >= 2  # the requests really were spread over several workers

@@ -284,7 +284,11 @@ class Prometheus:
             with urllib.request.urlopen(url, timeout=5) as response:
                 return json.load(response)
         except urllib.error.HTTPError as error:  # a bad query answers 400 with a JSON body
-            return json.load(error)
+            body = error.read()
+            try:
+                return json.loads(body)
+            except ValueError:  # still starting: 503 with a plain-text body
+                return {"status": "unavailable", "error": body.decode(errors="replace")}
 
     def query(self, expr: str) -> dict[str, Any]:
         return self.get("/api/v1/query", query=expr)

@@ -7,15 +7,10 @@ seconds here; the expression is the shipped one), and every dashboard panel must
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import signal
 import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +18,7 @@ from typing import Any
 import pytest
 
 from hacache.topology import Topology, free_port
-from tests.conftest import cache_params, running, until
+from tests.conftest import cache_params, demo_site, http_status, running, until
 from tests.test_monitoring import RULES, Prometheus, as_grafana_sends, binary, panel_targets
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,51 +36,29 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
     yield from running(Topology(tmp_path_factory.mktemp("live"), shards=2))
 
 
-def _get(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            response.read()
-            return response.status
-    except OSError:
-        return 0
-
-
 @pytest.fixture(scope="module")
 def site(shards: Topology, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The demo site under gunicorn (3 workers, metrics in multiprocess mode), under load."""
-    work = tmp_path_factory.mktemp("site")
     options = {"NEAR_CACHE": True, "FAIL_OPEN": True, "METRICS": True}
-    (work / "caches.json").write_text(json.dumps({"default": cache_params(shards, **options)}))
-    (work / "prom").mkdir()
-    port = free_port()
-    env = {**os.environ, "HACACHE_CACHES_FILE": str(work / "caches.json"),
-           "PROMETHEUS_MULTIPROC_DIR": str(work / "prom")}  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "testproject.wsgi", "-b", f"127.0.0.1:{port}",
-         "-w", "3", "-c", str(REPO / "testproject" / "gunicorn_conf.py")],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
+    caches = {"default": cache_params(shards, **options)}
     stop = threading.Event()
+    with demo_site(caches, tmp_path_factory.mktemp("site")) as base:
 
-    def load() -> None:  # bounded: stops with the fixture, or after two minutes
-        deadline = time.monotonic() + 120
-        pages = ["/", "/counter/", "/fragments/", "/item/a/", "/item/b/", "/cached/"]
-        while not stop.is_set() and time.monotonic() < deadline:
-            for page in pages:
-                _get(base + page)
-            time.sleep(0.02)
+        def load() -> None:  # bounded: stops with the fixture, or after two minutes
+            deadline = time.monotonic() + 120
+            pages = ["/", "/counter/", "/fragments/", "/item/a/", "/item/b/", "/cached/"]
+            while not stop.is_set() and time.monotonic() < deadline:
+                for page in pages:
+                    http_status(base + page)
+                time.sleep(0.02)
 
-    loader = threading.Thread(target=load, daemon=True)
-    try:
-        assert until(lambda: _get(base + "/health/") == 200, 30)
+        loader = threading.Thread(target=load, daemon=True)
         loader.start()
-        yield base
-    finally:
-        stop.set()
-        loader.join(10)
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(15)
+        try:
+            yield base
+        finally:
+            stop.set()
+            loader.join(10)
 
 
 @pytest.fixture(scope="module")
