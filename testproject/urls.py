@@ -17,4 +17,6 @@ urlpatterns = [
     path("health/", views.health, name="health"),
     path("metrics/", views.metrics, name="metrics"),
     path("healthz/", health.view, name="healthz"),  # every shard's master, for probes
+    path("status/", views.status_page, name="status"),
+    path("status/data/", views.status_data, name="status-data"),
 ]

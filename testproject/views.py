@@ -211,3 +211,35 @@ def metrics(request: HttpRequest) -> HttpResponse:
     from hacache.metrics import view
 
     return view(request)
+
+
+def _percent(ratio: float | None) -> str:
+    return "\u2013" if ratio is None else f"{ratio * 100:.1f}%"
+
+
+@require_GET
+@never_cache
+def status_page(request: HttpRequest) -> HttpResponse:
+    """Live status of the default alias: shards, servers, hit rates, latency, failovers.
+
+    Rendered whole on the server (a meta refresh without JavaScript); a small script then
+    re-renders it from ``status_data`` every 2 s."""
+    from testproject.status import gather
+
+    data = gather()
+    context = {
+        "data": data,
+        "updated": time.strftime("%H:%M:%S", time.localtime(data["generated_at"])),
+        "hit_pct": _percent((data["hit_rate"] or {}).get("ratio")),
+        "near_pct": _percent((data["near_cache"] or {}).get("ratio")),
+    }
+    return render(request, "status.html", context)
+
+
+@require_GET
+@never_cache
+def status_data(request: HttpRequest) -> JsonResponse:
+    """The status page's data as JSON (always 200: ``/healthz/`` is the one for probes)."""
+    from testproject.status import gather
+
+    return JsonResponse(gather())
