@@ -18,7 +18,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from hacache import failover
+from hacache import failopen
 from hacache.endpoint import Command, Replies
 from hacache.nearcache import ABSENT, MISS, Lease
 from hacache.router import Op, Router
@@ -175,9 +175,9 @@ class Ops:
                             )
                             if not fail_open:
                                 raise error
-                            failover.log_failure(shard, error)  # reported as not stored
+                            failopen.log_failure(shard, error)  # reported as not stored
                             dropped.record(shard, written)  # the old value lives on replicas
-                            replies = failover.empty_replies(commands)
+                            replies = failopen.empty_replies(commands)
                 trimmed.append(replies)
             return finish(trimmed)
 

@@ -16,7 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from hacache import failover
+from hacache import failopen, failover
 from hacache.breaker import Breaker
 from hacache.dropped import DroppedWrites
 from hacache.endpoint import BreakerOpen, Pending
@@ -536,12 +536,12 @@ def test_an_unsettled_direct_exchange_continues_in_the_plan():
 def test_fail_open_warnings_name_alias_shard_and_error_once_per_outage(caplog):
     shard = sentinel_shard()
     shard.cache = "default"
-    failover._last_logged.clear()
+    failopen._last_logged.clear()
     with caplog.at_level("WARNING", logger="hacache.failover"):
-        failover.log_failure(shard, refused())
-        failover.log_failure(shard, refused())  # the same outage: once
+        failopen.log_failure(shard, refused())
+        failopen.log_failure(shard, refused())  # the same outage: once
         shard.cache = "other"  # another alias on the same shard name: its own throttle
-        failover.log_failure(shard, refused())
+        failopen.log_failure(shard, refused())
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2
     assert "cache 'default', shard 's'" in lines[0] and "ConnectionError" in lines[0]
