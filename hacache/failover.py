@@ -181,13 +181,6 @@ def exchange(endpoint: Endpoint, commands: list[Command], idempotent: bool = Tru
 # -- one pipeline on one shard --------------------------------------------------------------
 
 
-def pick(view: View, readonly: bool, from_replicas: bool) -> Endpoint:
-    replicas = view.replicas
-    if readonly and from_replicas and replicas:
-        return random.choice(replicas)
-    return view.master  # type: ignore[return-value]
-
-
 def _read_candidates(view: View, tried: list[Endpoint]) -> list[Endpoint]:
     """Where a failed read goes next: usable replicas in random order, then the master."""
     candidates = [r for r in view.replicas if r not in tried]
@@ -273,7 +266,7 @@ def call(
     if first is not None:
         endpoint = first[0].endpoint
     elif readonly and shard.options.read_from_replicas and not op.fills:
-        endpoint = pick(view, True, True)
+        endpoint = random.choice(view.replicas) if view.replicas else view.master
     else:
         endpoint = view.master
     dropped = router.dropped

@@ -6,15 +6,12 @@ import re
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 from django.test import Client
 
 from hacache.metrics import fold_all
 from tests.conftest import cache_params, demo_site, http_status, make_cache
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def sample(text: str, name: str, **labels: str) -> float:
