@@ -6,6 +6,7 @@ import re
 import threading
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.test import Client
@@ -154,8 +155,10 @@ def test_gunicorn_workers_scrape_sums_every_call(topology, tmp_path):
     params = cache_params(topology, "sharded", METRICS=True)
     with demo_site({"default": params}, tmp_path) as base:
         requests = 60
-        for _ in range(requests):
-            assert http_status(base + "/counter/") == 200
+        # Concurrent, so that one sync worker cannot take them all: several must serve.
+        with ThreadPoolExecutor(6) as pool:
+            statuses = list(pool.map(lambda _: http_status(base + "/counter/"), range(requests)))
+        assert statuses == [200] * requests
         time.sleep(2.5)  # every worker folds within a second
         with urllib.request.urlopen(base + "/metrics/", timeout=5) as response:
             text = response.read().decode()
