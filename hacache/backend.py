@@ -13,7 +13,8 @@ from typing import Any
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 
-from hacache.ops import Ops
+from hacache.compat import DjangoRedisAPI
+from hacache.extended import ExtendedOps
 from hacache.router import alias_of, get_router
 
 # Characters memcached rejects; only keys containing one (or too long) take Django's slow check.
@@ -21,11 +22,13 @@ _SUSPECT_KEY = re.compile(r"[\x00-\x20\x7f]")
 _MEMCACHE_MAX_KEY_LENGTH = 250
 
 
-class HACache(BaseCache):
+class HACache(DjangoRedisAPI, BaseCache):
+    """Django's cache API, plus django-redis's extended one (``compat``)."""
+
     def __init__(self, server: Any, params: dict[str, Any]) -> None:
         self._router = get_router(server, params.get("OPTIONS"))  # validates OPTIONS first
         super().__init__(params)
-        self._ops = Ops(self._router, self._router.options.serializer)
+        self._ops = ExtendedOps(self._router, self._router.options.serializer)
         self._run = self._router.run
         self._arun = self._router.arun
         alias = alias_of(server, params)
@@ -65,7 +68,12 @@ class HACache(BaseCache):
     def get(self, key, default=None, version=None) -> Any:
         return self._run(self._ops.get(self._key(key, version), default))
 
-    def set(self, key, value, timeout=DEFAULT_TIMEOUT, version=None) -> None:
+    def set(self, key, value, timeout=DEFAULT_TIMEOUT, version=None, nx=False, xx=False):
+        """Answers None, as Django's backends do; with ``nx`` or ``xx`` (django-redis's
+        only-if-absent and only-if-present), whether the value was stored."""
+        if nx or xx:
+            timeout = self.get_backend_timeout(timeout)
+            return self._run(self._ops.set_if(self._key(key, version), value, timeout, nx, xx))
         self._run(self._ops.set(self._key(key, version), value, self.get_backend_timeout(timeout)))
 
     def touch(self, key, timeout=DEFAULT_TIMEOUT, version=None) -> bool:
@@ -79,7 +87,10 @@ class HACache(BaseCache):
     def has_key(self, key, version=None) -> bool:
         return self._run(self._ops.has_key(self._key(key, version)))
 
-    def incr(self, key, delta=1, version=None) -> int:
+    def incr(self, key, delta=1, version=None, ignore_key_check=False) -> int:
+        """With ``ignore_key_check``, a missing key is created (as django-redis does)."""
+        if ignore_key_check:
+            return self._run(self._ops.incr_or_create(self._key(key, version), delta))
         return self._run(self._ops.incr(self._key(key, version), delta))
 
     def get_many(self, keys, version=None) -> dict[Any, Any]:
@@ -98,10 +109,10 @@ class HACache(BaseCache):
         failed = self._run(self._ops.set_many(safe, self.get_backend_timeout(timeout)))
         return [key_map[k] for k in failed]
 
-    def delete_many(self, keys, version=None) -> None:
+    def delete_many(self, keys, version=None) -> int | None:
+        """How many of the keys existed (django-redis's answer); None for no keys (Django's)."""
         key_map = self._keys(keys, version)
-        if key_map:
-            self._run(self._ops.delete_many(key_map))
+        return self._run(self._ops.delete_many(key_map)) if key_map else None
 
     def clear(self) -> bool:
         return self._run(self._ops.clear())
@@ -139,7 +150,12 @@ class HACache(BaseCache):
     async def aget(self, key, default=None, version=None) -> Any:
         return await self._arun(self._ops.get(self._key(key, version), default))
 
-    async def aset(self, key, value, timeout=DEFAULT_TIMEOUT, version=None) -> None:
+    async def aset(self, key, value, timeout=DEFAULT_TIMEOUT, version=None, nx=False, xx=False):
+        if nx or xx:
+            timeout = self.get_backend_timeout(timeout)
+            return await self._arun(
+                self._ops.set_if(self._key(key, version), value, timeout, nx, xx)
+            )
         await self._arun(
             self._ops.set(self._key(key, version), value, self.get_backend_timeout(timeout))
         )
@@ -155,7 +171,9 @@ class HACache(BaseCache):
     async def ahas_key(self, key, version=None) -> bool:
         return await self._arun(self._ops.has_key(self._key(key, version)))
 
-    async def aincr(self, key, delta=1, version=None) -> int:
+    async def aincr(self, key, delta=1, version=None, ignore_key_check=False) -> int:
+        if ignore_key_check:
+            return await self._arun(self._ops.incr_or_create(self._key(key, version), delta))
         return await self._arun(self._ops.incr(self._key(key, version), delta))
 
     async def aget_many(self, keys, version=None) -> dict[Any, Any]:
@@ -173,10 +191,9 @@ class HACache(BaseCache):
         failed = await self._arun(self._ops.set_many(safe, self.get_backend_timeout(timeout)))
         return [key_map[k] for k in failed]
 
-    async def adelete_many(self, keys, version=None) -> None:
+    async def adelete_many(self, keys, version=None) -> int | None:
         key_map = self._keys(keys, version)
-        if key_map:
-            await self._arun(self._ops.delete_many(key_map))
+        return await self._arun(self._ops.delete_many(key_map)) if key_map else None
 
     async def aclear(self) -> bool:
         return await self._arun(self._ops.clear())

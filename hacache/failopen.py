@@ -20,24 +20,30 @@ if TYPE_CHECKING:
 logger = logging.getLogger("hacache.failover")
 
 # What each command answers on a server that holds nothing. SET's None reads as "not stored";
-# FLUSHDB's None as "not cleared".
+# FLUSHDB's None as "not cleared". A command missing here does not fail open: hashes and sets
+# hold data their callers manage, and an empty answer made up for them would be taken as true.
 _EMPTY_REPLY: dict[str, Any] = {
-    "GET": None, "EXISTS": 0, "DEL": 0, "SET": None, "MSET": None, "EXPIRE": 0, "PERSIST": 0,
-    "PTTL": -2, "EVAL": None, "EVALSHA": None, "FLUSHDB": None,
+    "GET": None, "EXISTS": 0, "DEL": 0, "UNLINK": 0, "SET": None, "MSET": None, "EXPIRE": 0,
+    "PEXPIRE": 0, "EXPIREAT": 0, "PEXPIREAT": 0, "PERSIST": 0, "TTL": -2, "PTTL": -2,
+    "EVAL": None, "EVALSHA": None, "INCRBY": None, "FLUSHDB": None, "SCAN": [b"0", []],
 }  # fmt: skip
 _LOG_EVERY = 10.0  # seconds between repeated warnings about the same shard
 _last_logged: dict[tuple[str, str], float] = {}  # (alias, shard) -> when last logged
 
 
-def empty_replies(commands: list[Command]) -> Replies:
+def empty_replies(commands: list[Command]) -> Replies | None:
+    """What an empty server would answer; None if a command may not fail open."""
     replies = []
     for command in commands:
+        if command[0] not in _EMPTY_REPLY and command[0] not in ("MGET", "WAIT"):
+            return None
         if command[0] == "MGET":
             replies.append([None] * (len(command) - 1))
         elif command[0] == "WAIT":
             replies.append(command[1])  # the write itself already reads as not stored
         else:
-            replies.append(_EMPTY_REPLY[command[0]])
+            reply = _EMPTY_REPLY[command[0]]
+            replies.append(list(reply) if isinstance(reply, list) else reply)
     return replies
 
 

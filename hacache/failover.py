@@ -348,15 +348,16 @@ def _recover(
 
 def _failed_open(router: Router, op: Op, index: int, error: Exception) -> Replies:
     """Failing open: answer for the shard as an empty server would, and record the drop."""
-    if not (router.fail_open and isinstance(error, RedisError)):
-        raise error
     shard, commands = op.batches[index]
+    replies = empty_replies(commands) if router.fail_open else None
+    if replies is None or not isinstance(error, RedisError):
+        raise error
     log_failure(shard, error)
     if op.cleanup is not None:
         op.cleanup()  # voids near-cache leases, so the made-up replies are never kept
     if op.writes is not None:
         router.dropped.record(shard, op.writes[index])
-    return empty_replies(commands)
+    return replies
 
 
 def run(op: Op, router: Router, first: tuple[Pending, Any] | None = None) -> Plan:

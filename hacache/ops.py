@@ -173,11 +173,12 @@ class Ops:
                                 f"shard {shard.name!r}: {reply} of {replicas} replica(s) "
                                 f"confirmed the write within {timeout}s"
                             )
-                            if not fail_open:
+                            empty = failopen.empty_replies(commands) if fail_open else None
+                            if empty is None:
                                 raise error
                             failopen.log_failure(shard, error)  # reported as not stored
                             dropped.record(shard, written)  # the old value lives on replicas
-                            replies = failopen.empty_replies(commands)
+                            replies = empty
                 trimmed.append(replies)
             return finish(trimmed)
 
@@ -362,11 +363,12 @@ class Ops:
         return self._write(Op(batches, finish, writes=keys_per_batch), keys_per_batch)
 
     def delete_many(self, keys: Iterable[str]) -> Op:
+        """Answers how many of the keys existed (what django-redis answers)."""
         groups = self._router.group(keys)
         written: list[list[str] | None] = list(groups.values())
         op = Op(
             [(shard, [("DEL", *shard_keys)]) for shard, shard_keys in groups.items()],
-            _check_all,
+            lambda r: _check_all(r) or sum(replies[0] for replies in r),
             writes=written,
         )
         return self._write(op, written)

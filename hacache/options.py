@@ -53,6 +53,9 @@ class Options:
     hedge_delay: float
     dropped_writes_max: int
     metrics: bool
+    # Turns a Redis key back into the caller's key (keys(), iter_keys()): None is the inverse
+    # of Django's default KEY_FUNCTION, "prefix:version:key".
+    reverse_key_function: Callable[[str], str] | None
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,12 @@ def _dotted_path(name: str, value: Any) -> Any:
         raise _fail(f"OPTIONS['{name}']", f"cannot import {value!r}: {exc}") from exc
 
 
+def _callable(name: str, value: Any) -> Any:
+    if value is not None and not callable(value):
+        raise _fail(f"OPTIONS['{name}']", f"expected a function or its dotted path, got {value!r}")
+    return value
+
+
 # name -> (parser, default). The single list of what OPTIONS may hold.
 SCHEMA: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
     "SERIALIZER": (_dotted_path, "hacache.serializers.PickleSerializer"),
@@ -174,6 +183,7 @@ SCHEMA: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
     "HEDGE_DELAY": (_seconds_or_zero, 0.05),
     "DROPPED_WRITES_MAX": (_positive_int, 100_000),
     "METRICS": (_boolean, False),
+    "REVERSE_KEY_FUNCTION": (_dotted_path, None),
 }
 
 
@@ -295,4 +305,5 @@ def parse_options(location: Any, options: Any) -> Options:
         hedge_delay=values["HEDGE_DELAY"],
         dropped_writes_max=values["DROPPED_WRITES_MAX"],
         metrics=values["METRICS"],
+        reverse_key_function=_callable("REVERSE_KEY_FUNCTION", values["REVERSE_KEY_FUNCTION"]),
     )

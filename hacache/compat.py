@@ -1,0 +1,397 @@
+"""django-redis's extended cache API on ``HACache``: same names, arguments and return values.
+
+Each method makes its keys as the Django API does (KEY_PREFIX, version, KEY_FUNCTION) and
+hands an operation from ``extended``/``structures`` to the router, so failover, breakers,
+fail-open and metrics apply to it as to ``get``. The ``a``-prefixed twin of each method is
+native async. Methods that take several steps (scans, cross-shard stores) are written once, as
+*plans*: generators that yield operations and are sent their results; ``_drive`` runs a plan
+with the sync router and ``_adrive`` with the async one, so no loop is written twice.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from typing import Any
+
+from django.core.cache.backends.base import DEFAULT_TIMEOUT
+
+from hacache import rawclient
+from hacache.extended import glob_escape
+from hacache.router import Op
+
+Plan = Generator[Any, Any, Any]  # yields an Op (sent its result) or a list of items to hand out
+
+
+def _default_reverse(key: str) -> str:
+    return key.split(":", 2)[2]
+
+
+def _pair(build: Callable[..., Op]) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """A sync method and its async twin, from one function that makes the operation."""
+
+    @functools.wraps(build)
+    def sync(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._run(build(self, *args, **kwargs))
+
+    @functools.wraps(build)
+    async def asynchronous(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return await self._arun(build(self, *args, **kwargs))
+
+    asynchronous.__name__ = asynchronous.__qualname__ = "a" + build.__name__
+    return sync, asynchronous
+
+
+def _plans(plan: Callable[..., Plan]) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """Like ``_pair``, for a method written as a plan that returns one result."""
+
+    @functools.wraps(plan)
+    def sync(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._drive(plan(self, *args, **kwargs))
+
+    @functools.wraps(plan)
+    async def asynchronous(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return await self._adrive(plan(self, *args, **kwargs))
+
+    asynchronous.__name__ = asynchronous.__qualname__ = "a" + plan.__name__
+    return sync, asynchronous
+
+
+def _seconds(timeout: Any) -> Any:
+    return timeout.total_seconds() if isinstance(timeout, datetime.timedelta) else timeout
+
+
+def _unix(when: Any, scale: int) -> int:
+    if isinstance(when, datetime.datetime):
+        return int(when.timestamp() * scale)
+    return int(when)
+
+
+def _locking(client_for: Callable[[Any], Any]) -> Callable[..., Any]:
+    """``lock`` (redis-py's ``Lock``) or ``alock`` (redis.asyncio's), on the key's shard."""
+
+    def lock(
+        self: Any,
+        key: Any,
+        version: int | None = None,
+        timeout: float | None = None,
+        sleep: float = 0.1,
+        blocking: bool = True,
+        blocking_timeout: float | None = None,
+        thread_local: bool = True,
+    ) -> Any:
+        """A lock held on the key's shard's master now: a failover loses it (see README)."""
+        made = self._key(key, version)
+        client = client_for(rawclient.server(self._router.shard_for(made)))
+        return client.lock(
+            made, timeout=timeout, sleep=sleep, blocking=blocking,
+            blocking_timeout=blocking_timeout, thread_local=thread_local,
+        )  # fmt: skip
+
+    return lock
+
+
+class DjangoRedisAPI:
+    """Mixed into ``HACache``; see the README's "Extended API" for the cross-shard rules."""
+
+    # -- running plans -----------------------------------------------------------------------
+
+    def _drive(self, plan: Plan) -> Any:
+        result = None
+        try:
+            while True:
+                result = self._run(plan.send(result))
+        except StopIteration as stop:
+            return stop.value
+
+    async def _adrive(self, plan: Plan) -> Any:
+        result = None
+        try:
+            while True:
+                result = await self._arun(plan.send(result))
+        except StopIteration as stop:
+            return stop.value
+
+    def _walk(self, plan: Plan) -> Iterator[Any]:
+        result = None
+        while True:
+            try:
+                step = plan.send(result)
+            except StopIteration:
+                return
+            if isinstance(step, Op):
+                result = self._run(step)
+            else:
+                result = None
+                yield from step
+
+    async def _awalk(self, plan: Plan) -> AsyncIterator[Any]:
+        result = None
+        while True:
+            try:
+                step = plan.send(result)
+            except StopIteration:
+                return
+            if isinstance(step, Op):
+                result = await self._arun(step)
+            else:
+                result = None
+                for item in step:
+                    yield item
+
+    # -- lifetimes -----------------------------------------------------------------------------
+
+    def ttl(self, key: Any, version: int | None = None) -> Op:
+        """Seconds left; None if it never expires; 0 if there is no such key."""
+        return self._ops.lifetime(self._key(key, version), "TTL")
+
+    def pttl(self, key: Any, version: int | None = None) -> Op:
+        """Milliseconds left; None if it never expires; 0 if there is no such key."""
+        return self._ops.lifetime(self._key(key, version), "PTTL")
+
+    def expire(self, key: Any, timeout: Any, version: int | None = None) -> Op:
+        """Expire in ``timeout`` seconds (a number or a timedelta; None: never). Whether the
+        key exists."""
+        if timeout is DEFAULT_TIMEOUT:
+            timeout = self.default_timeout
+        seconds = None if timeout is None else int(_seconds(timeout))
+        return self._ops.expire(self._key(key, version), "EXPIRE", seconds)
+
+    def pexpire(self, key: Any, timeout: Any, version: int | None = None) -> Op:
+        """Expire in ``timeout`` milliseconds (or a timedelta; None: never)."""
+        if timeout is DEFAULT_TIMEOUT:
+            timeout = self.default_timeout
+        if isinstance(timeout, datetime.timedelta):
+            timeout = timeout.total_seconds() * 1000
+        ms = None if timeout is None else int(timeout)
+        return self._ops.expire(self._key(key, version), "PEXPIRE", ms)
+
+    def expire_at(self, key: Any, when: Any, version: int | None = None) -> Op:
+        """Expire at ``when``: a datetime or a Unix time in seconds."""
+        return self._ops.expire(self._key(key, version), "EXPIREAT", _unix(when, 1))
+
+    def pexpire_at(self, key: Any, when: Any, version: int | None = None) -> Op:
+        """Expire at ``when``: a datetime or a Unix time in milliseconds."""
+        return self._ops.expire(self._key(key, version), "PEXPIREAT", _unix(when, 1000))
+
+    def persist(self, key: Any, version: int | None = None) -> Op:
+        """Never expire; whether the key had a lifetime to remove."""
+        return self._ops.expire(self._key(key, version), "PERSIST", None)
+
+    ttl, attl = _pair(ttl)
+    pttl, apttl = _pair(pttl)
+    expire, aexpire = _pair(expire)
+    pexpire, apexpire = _pair(pexpire)
+    expire_at, aexpire_at = _pair(expire_at)
+    pexpire_at, apexpire_at = _pair(pexpire_at)
+    persist, apersist = _pair(persist)
+
+    # -- keys by pattern: SCAN on every shard's master -------------------------------------------
+
+    def _pattern(self, pattern: str, version: int | None, prefix: str | None = None) -> str:
+        prefix = self.key_prefix if prefix is None else prefix
+        version = self.version if version is None else version
+        return self.key_func(pattern, glob_escape(prefix), glob_escape(str(version)))
+
+    def _scan_plan(self, pattern: str, count: int | None) -> Plan:
+        """Every shard in turn; a shard whose master changes mid-scan starts again."""
+        reverse = self._router.options.reverse_key_function or _default_reverse
+        for shard in self._router.shards.values():
+            cursor, generation = 0, shard.generation
+            while True:
+                cursor, keys = yield self._ops.scan_step(shard, cursor, pattern, count)
+                yield [reverse(key) for key in keys]
+                if shard.generation != generation:
+                    cursor, generation = 0, shard.generation
+                elif cursor == 0:
+                    break
+
+    def iter_keys(
+        self, search: str, itersize: int | None = None, version: int | None = None
+    ) -> Iterator[Any]:
+        """The caller's keys matching the glob ``search``, lazily, shard by shard (SCAN)."""
+        return self._walk(self._scan_plan(self._pattern(search, version), itersize))
+
+    def aiter_keys(
+        self, search: str, itersize: int | None = None, version: int | None = None
+    ) -> AsyncIterator[Any]:
+        return self._awalk(self._scan_plan(self._pattern(search, version), itersize))
+
+    def keys(self, search: str, version: int | None = None) -> list[Any]:
+        """Every matching key, as a list: SCAN, never KEYS (which blocks the server)."""
+        return list(self.iter_keys(search, version=version))
+
+    async def akeys(self, search: str, version: int | None = None) -> list[Any]:
+        return [key async for key in self.aiter_keys(search, version=version)]
+
+    def delete_pattern(
+        self,
+        pattern: str,
+        version: int | None = None,
+        prefix: str | None = None,
+        itersize: int | None = None,
+    ) -> Plan:
+        """Delete every key matching ``pattern``; answers how many were deleted. All shards
+        are scanned at once, each step's UNLINK riding with the next SCAN."""
+        glob = self._pattern(pattern, version, prefix)
+        steps = {shard: (0, []) for shard in self._router.shards.values()}
+        generations = {shard: shard.generation for shard in steps}
+        deleted = 0
+        while steps:
+            answers = yield self._ops.unlink_step(steps, glob, itersize)
+            steps = {}
+            for shard, (cursor, found, unlinked) in answers.items():
+                deleted += unlinked
+                if shard.generation != generations[shard]:  # a new master: start it again
+                    generations[shard] = shard.generation
+                    cursor = 0
+                if cursor is not None or found:
+                    steps[shard] = (cursor, found)
+        return deleted
+
+    delete_pattern, adelete_pattern = _plans(delete_pattern)
+
+    # -- locks ---------------------------------------------------------------------------------
+
+    lock = _locking(rawclient.client_for)
+    alock = _locking(rawclient.async_client_for)  # async with cache.alock("job"): ...
+
+    # -- hashes --------------------------------------------------------------------------------
+
+    def hset(self, key: Any, field: Any = None, value: Any = None, mapping: Any = None,
+             version: int | None = None) -> Op:  # fmt: skip
+        """Set one field (and/or a mapping of fields); answers how many fields were added."""
+        return self._ops.hset(self._key(key, version), field, value, mapping)
+
+    def hget(self, key: Any, field: Any, default: Any = None, version: int | None = None) -> Op:
+        return self._ops.hget(self._key(key, version), field, default)
+
+    def hgetall(self, key: Any, version: int | None = None) -> Op:
+        return self._ops.hgetall(self._key(key, version))
+
+    def hdel(self, key: Any, *fields: Any, version: int | None = None) -> Op:
+        return self._ops.hdel(self._key(key, version), fields)
+
+    def hlen(self, key: Any, version: int | None = None) -> Op:
+        return self._ops.hlen(self._key(key, version))
+
+    def hkeys(self, key: Any, version: int | None = None) -> Op:
+        return self._ops.hkeys(self._key(key, version))
+
+    def hexists(self, key: Any, field: Any, version: int | None = None) -> Op:
+        return self._ops.hexists(self._key(key, version), field)
+
+    hset, ahset = _pair(hset)
+    hget, ahget = _pair(hget)
+    hgetall, ahgetall = _pair(hgetall)
+    hdel, ahdel = _pair(hdel)
+    hlen, ahlen = _pair(hlen)
+    hkeys, ahkeys = _pair(hkeys)
+    hexists, ahexists = _pair(hexists)
+
+    # -- sets ----------------------------------------------------------------------------------
+
+    def sadd(self, key: Any, *values: Any, version: int | None = None) -> Op:
+        return self._ops.sadd(self._key(key, version), values)
+
+    def srem(self, key: Any, *members: Any, version: int | None = None) -> Op:
+        return self._ops.srem(self._key(key, version), members)
+
+    def smembers(self, key: Any, version: int | None = None) -> Op:
+        return self._ops.smembers(self._key(key, version))
+
+    def scard(self, key: Any, version: int | None = None) -> Op:
+        return self._ops.scard(self._key(key, version))
+
+    def sismember(self, key: Any, member: Any, version: int | None = None) -> Op:
+        return self._ops.sismember(self._key(key, version), member)
+
+    def smismember(self, key: Any, *members: Any, version: int | None = None) -> Op:
+        return self._ops.smismember(self._key(key, version), members)
+
+    def spop(self, key: Any, count: int | None = None, version: int | None = None) -> Op:
+        return self._ops.spop(self._key(key, version), count)
+
+    def srandmember(self, key: Any, count: int | None = None, version: int | None = None) -> Op:
+        return self._ops.srandmember(self._key(key, version), count)
+
+    def smove(self, source: Any, destination: Any, member: Any,
+              version: int | None = None) -> Op:  # fmt: skip
+        """Atomic, so both sets must live on one shard (else ``CrossShardError``)."""
+        return self._ops.smove(self._key(source, version), self._key(destination, version), member)
+
+    def sdiff(self, *keys: Any, version: int | None = None) -> Op:
+        return self._ops.combine("SDIFF", [self._key(k, version) for k in keys])
+
+    def sinter(self, *keys: Any, version: int | None = None) -> Op:
+        return self._ops.combine("SINTER", [self._key(k, version) for k in keys])
+
+    def sunion(self, *keys: Any, version: int | None = None) -> Op:
+        return self._ops.combine("SUNION", [self._key(k, version) for k in keys])
+
+    sadd, asadd = _pair(sadd)
+    srem, asrem = _pair(srem)
+    smembers, asmembers = _pair(smembers)
+    scard, ascard = _pair(scard)
+    sismember, asismember = _pair(sismember)
+    smismember, asmismember = _pair(smismember)
+    spop, aspop = _pair(spop)
+    srandmember, asrandmember = _pair(srandmember)
+    smove, asmove = _pair(smove)
+    sdiff, asdiff = _pair(sdiff)
+    sinter, asinter = _pair(sinter)
+    sunion, asunion = _pair(sunion)
+
+    def _store(self, name: str, destination: str, keys: list[str]) -> Plan:
+        """``name``STORE: one command on one shard, else gathered here and written."""
+        op = self._ops.combine_store(name, destination, keys)
+        if op is not None:
+            return (yield op)
+        members = yield self._ops.combine(name, keys)
+        return (yield self._ops.replace_set(destination, members))
+
+    def sdiffstore(self, dest: Any, *keys: Any, version_dest: int | None = None,
+                   version_keys: int | None = None) -> Plan:  # fmt: skip
+        made = [self._key(k, version_keys) for k in keys]
+        return (yield from self._store("SDIFF", self._key(dest, version_dest), made))
+
+    def sinterstore(self, dest: Any, *keys: Any, version: int | None = None) -> Plan:
+        made = [self._key(k, version) for k in keys]
+        return (yield from self._store("SINTER", self._key(dest, version), made))
+
+    def sunionstore(self, dest: Any, *keys: Any, version: int | None = None) -> Plan:
+        made = [self._key(k, version) for k in keys]
+        return (yield from self._store("SUNION", self._key(dest, version), made))
+
+    sdiffstore, asdiffstore = _plans(sdiffstore)
+    sinterstore, asinterstore = _plans(sinterstore)
+    sunionstore, asunionstore = _plans(sunionstore)
+
+    def _sscan_plan(self, key: str, match: Any, count: int | None) -> Plan:
+        if match is not None:
+            match = self._ops._dumps(match)  # members are stored serialized
+        cursor = 0
+        while True:
+            cursor, members = yield self._ops.sscan(key, cursor, match, count)
+            yield members
+            if cursor == 0:
+                return
+
+    def sscan_iter(self, key: Any, match: Any = None, count: int | None = 10,
+                   version: int | None = None) -> Iterator[Any]:  # fmt: skip
+        """The set's members (matching ``match``), lazily."""
+        return self._walk(self._sscan_plan(self._key(key, version), match, count))
+
+    def asscan_iter(self, key: Any, match: Any = None, count: int | None = 10,
+                    version: int | None = None) -> AsyncIterator[Any]:  # fmt: skip
+        return self._awalk(self._sscan_plan(self._key(key, version), match, count))
+
+    def sscan(self, key: Any, match: Any = None, count: int | None = 10,
+              version: int | None = None) -> set[Any]:  # fmt: skip
+        """Every member (matching ``match``) as a set, by SSCAN steps."""
+        return set(self.sscan_iter(key, match, count, version))
+
+    async def asscan(self, key: Any, match: Any = None, count: int | None = 10,
+                     version: int | None = None) -> set[Any]:  # fmt: skip
+        return {m async for m in self.asscan_iter(key, match, count, version)}

@@ -1,0 +1,230 @@
+"""Hashes and sets, django-redis's names and return values, as operations on the ring.
+
+Each key's hash or set lives whole on the key's shard. Values and members go through the
+cache's serializer (so ``smembers`` gives back what ``sadd`` was given); hash fields stay as
+they are, strings, as django-redis keeps them. None of these writes publishes a near-cache
+invalidation: they cannot change a value ``get`` reads (Redis refuses them on a string key),
+except the ``*store`` forms, which replace a destination of any type, so they do publish. None
+of them fails open either (see ``failopen``): a made-up empty answer would be taken as true.
+
+Across shards, the rule per operation (documented in the README):
+
+- ``sdiff``, ``sinter``, ``sunion`` gather each key's members from its shard in one round
+  trip and combine them here: they work whatever shards the keys live on;
+- ``sdiffstore``, ``sinterstore``, ``sunionstore`` do the same, then replace the destination
+  on its shard: they work, but are not atomic when the keys span shards;
+- ``smove`` must be atomic (a member is never lost nor in both sets), so across shards it
+  raises ``CrossShardError`` naming the shards: put both keys on one shard with hash tags.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from hacache.endpoint import Command, Replies
+from hacache.router import Op
+
+if TYPE_CHECKING:
+    from hacache.shard import Shard
+
+
+class CrossShardError(ValueError):
+    """An operation that must be atomic was given keys that live on different shards."""
+
+
+def _ok(reply: Any) -> Any:
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
+
+
+def _text(field: Any) -> Any:
+    return field.decode() if isinstance(field, bytes) else field
+
+
+_COMBINE = {
+    "SDIFF": lambda first, others: first.difference(*others),
+    "SINTER": lambda first, others: first.intersection(*others),
+    "SUNION": lambda first, others: first.union(*others),
+}
+
+
+class StructureOps:
+    """Mixed into ``Ops``: uses its serializer, router and write helpers."""
+
+    __slots__ = ()
+
+    # -- hashes ------------------------------------------------------------------------------
+
+    def hset(self, key: str, field: Any, value: Any, mapping: Mapping[Any, Any] | None) -> Op:
+        dumps = self._dumps
+        pairs: list[Any] = [] if field is None else [field, dumps(value)]
+        for name, item in (mapping or {}).items():
+            pairs += (name, dumps(item))
+        if not pairs:
+            raise ValueError("hset needs a field and value, or a mapping")
+        return self._structure_write(key, [("HSET", key, *pairs)], lambda r: int(_first(r)))
+
+    def hget(self, key: str, field: Any, default: Any) -> Op:
+        loads = self._loads
+
+        def finish(results: list[Replies]) -> Any:
+            value = _first(results)
+            return default if value is None else loads(value)
+
+        return self._read_one(key, [("HGET", key, field)], finish)
+
+    def hgetall(self, key: str) -> Op:
+        loads = self._loads
+
+        def finish(results: list[Replies]) -> dict[str, Any]:
+            flat = _first(results)
+            return {_text(flat[i]): loads(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+        return self._read_one(key, [("HGETALL", key)], finish)
+
+    def hdel(self, key: str, fields: tuple[Any, ...]) -> Op:
+        return self._structure_write(key, [("HDEL", key, *fields)], lambda r: int(_first(r)))
+
+    def hlen(self, key: str) -> Op:
+        return self._read_one(key, [("HLEN", key)], lambda r: int(_first(r)))
+
+    def hkeys(self, key: str) -> Op:
+        return self._read_one(key, [("HKEYS", key)], lambda r: [_text(f) for f in _first(r)])
+
+    def hexists(self, key: str, field: Any) -> Op:
+        return self._read_one(key, [("HEXISTS", key, field)], lambda r: bool(_first(r)))
+
+    # -- sets --------------------------------------------------------------------------------
+
+    def sadd(self, key: str, members: Iterable[Any]) -> Op:
+        command = ("SADD", key, *map(self._dumps, members))
+        return self._structure_write(key, [command], lambda r: int(_first(r)))
+
+    def srem(self, key: str, members: Iterable[Any]) -> Op:
+        command = ("SREM", key, *map(self._dumps, members))
+        return self._structure_write(key, [command], lambda r: int(_first(r)))
+
+    def smembers(self, key: str) -> Op:
+        return self._read_one(key, [("SMEMBERS", key)], lambda r: self._members(_first(r)))
+
+    def scard(self, key: str) -> Op:
+        return self._read_one(key, [("SCARD", key)], lambda r: int(_first(r)))
+
+    def sismember(self, key: str, member: Any) -> Op:
+        command = ("SISMEMBER", key, self._dumps(member))
+        return self._read_one(key, [command], lambda r: bool(_first(r)))
+
+    def smismember(self, key: str, members: Iterable[Any]) -> Op:
+        command = ("SMISMEMBER", key, *map(self._dumps, members))
+        return self._read_one(key, [command], lambda r: [bool(v) for v in _first(r)])
+
+    def spop(self, key: str, count: int | None) -> Op:
+        command: Command = ("SPOP", key) if count is None else ("SPOP", key, count)
+        loads = self._loads
+
+        def finish(results: list[Replies]) -> Any:
+            reply = _first(results)
+            if count is not None:
+                return self._members(reply or [])
+            return None if reply is None else loads(reply)
+
+        return self._structure_write(key, [command], finish, idempotent=False)
+
+    def srandmember(self, key: str, count: int | None) -> Op:
+        command: Command = ("SRANDMEMBER", key) if count is None else ("SRANDMEMBER", key, count)
+        loads = self._loads
+
+        def finish(results: list[Replies]) -> Any:
+            reply = _first(results)
+            if count is not None:
+                return [loads(v) for v in reply or []]
+            return None if reply is None else loads(reply)
+
+        return self._read_one(key, [command], finish)
+
+    def sscan(self, key: str, cursor: int, match: Any, count: int | None) -> Op:
+        """One step: (next cursor, members). The cursor belongs to the master it came from."""
+        command: list[Any] = ["SSCAN", key, cursor]
+        if match is not None:
+            command += ("MATCH", match)
+        if count is not None:
+            command += ("COUNT", count)
+
+        def finish(results: list[Replies]) -> tuple[int, set[Any]]:
+            next_cursor, members = _first(results)
+            return int(next_cursor), self._members(members)
+
+        # Not readonly: a cursor is only meaningful to the server that made it.
+        return Op([(self._router.shard_for(key), [tuple(command)])], finish)
+
+    def smove(self, source: str, destination: str, member: Any) -> Op:
+        shard = self._router.shard_for(source)
+        other = self._router.shard_for(destination)
+        if other is not shard:
+            raise CrossShardError(
+                f"smove: the source set lives on shard {shard.name!r} and the destination on "
+                f"{other.name!r}; a move between shards cannot be atomic. Put both keys on one "
+                "shard with hash tags ('HASH_TAGS': True and keys like '{user42}:a')."
+            )
+        command = ("SMOVE", source, destination, self._dumps(member))
+        return self._structure_write(source, [command], lambda r: bool(_first(r)), idempotent=False)
+
+    def combine(self, name: str, keys: list[str]) -> Op:
+        """SDIFF, SINTER or SUNION of ``keys`` wherever they live, as a Python set."""
+        groups = self._router.group(keys)
+        if len(groups) == 1:
+            ((shard, _),) = groups.items()
+            return Op([(shard, [(name, *keys)])], lambda r: self._members(_first(r)), readonly=True)
+        return self._gather(keys, groups, lambda sets: _COMBINE[name](sets[0], sets[1:]))
+
+    def combine_store(self, name: str, destination: str, keys: list[str]) -> Op | None:
+        """``name``STORE on one shard as one command; None when the keys span shards (the
+        caller then runs ``combine`` and ``replace_set``)."""
+        groups = self._router.group([destination, *keys])
+        if len(groups) > 1:
+            return None
+        command = (name + "STORE", destination, *keys)
+        return self._structure_write(destination, [command], lambda r: int(_first(r)), True)
+
+    def replace_set(self, destination: str, members: set[Any]) -> Op:
+        """The destination becomes exactly ``members`` (one MULTI on its shard)."""
+        commands: list[Command] = [("MULTI",), ("DEL", destination)]
+        if members:
+            commands.append(("SADD", destination, *map(self._dumps, members)))
+        commands.append(("EXEC",))
+        return self._structure_write(destination, commands, lambda r: len(members), True)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _members(self, raw: Iterable[bytes]) -> set[Any]:
+        loads = self._loads
+        return {loads(value) for value in raw}
+
+    def _gather(self, keys: list[str], groups: dict[Shard, list[str]], combine: Any) -> Op:
+        """Every key's members in one round trip (SMEMBERS per key, per shard's pipeline)."""
+        batches = [(shard, [("SMEMBERS", key) for key in group]) for shard, group in groups.items()]
+
+        def finish(results: list[Replies]) -> set[Any]:
+            found: dict[str, set[Any]] = {}
+            for (_, group), replies in zip(groups.items(), results, strict=True):
+                for key, reply in zip(group, replies, strict=True):
+                    found[key] = self._members(_ok(reply))
+            return combine([found[key] for key in keys])
+
+        return Op(batches, finish, readonly=True)
+
+    def _structure_write(
+        self, key: str, commands: list[Command], finish: Any, publish: bool = False,
+        idempotent: bool = True,
+    ) -> Op:  # fmt: skip
+        """A write to ``key``'s shard; with ``publish``, it also invalidates the key (it may
+        have replaced a value the near-cache holds)."""
+        if publish:
+            return self._write_one(key, commands, finish, idempotent)
+        return Op([(self._router.shard_for(key), commands)], finish, idempotent)
+
+
+def _first(results: list[Replies]) -> Any:
+    return _ok(results[0][0])
