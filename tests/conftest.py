@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -24,10 +25,13 @@ import pytest
 
 from hacache.router import close_all_routers
 from hacache.topology import Topology, free_port
+from tests import near_workers
 
 REPO = Path(__file__).resolve().parent.parent
 
 SCENARIOS = ("single", "sharded", "ketama", "near")
+DELIVERY = 5.0  # seconds: far beyond any expected delay, only there so a failure cannot hang
+_SPAWN = multiprocessing.get_context("spawn")
 _prefixes = itertools.count()
 
 
@@ -150,3 +154,45 @@ def until(predicate: Callable[[], bool], timeout: float) -> bool:
             return True
         time.sleep(0.005)
     return predicate()
+
+
+class Remote:
+    """Another process using the same cache settings, driven through a pipe."""
+
+    def __init__(self, params: dict) -> None:
+        self._conn, child = _SPAWN.Pipe()
+        self.process = _SPAWN.Process(target=near_workers.serve, args=(child, {"default": params}))
+        self.process.start()
+
+    def __call__(self, name: str, *args: Any) -> Any:
+        self._conn.send((name, *args))
+        if not self._conn.poll(30):
+            raise TimeoutError(f"remote {name} did not answer")
+        kind, value = self._conn.recv()
+        if kind == "raised":
+            raise AssertionError(f"remote {name} raised {value}")
+        return value
+
+    def stop(self) -> None:
+        try:
+            self("stop")
+        finally:
+            self.process.join(10)
+            if self.process.is_alive():
+                self.process.kill()
+
+
+@pytest.fixture
+def remote_factory() -> Iterator[Any]:
+    started: list[Remote] = []
+
+    def start(params: dict) -> Remote:
+        remote = Remote(params)
+        started.append(remote)
+        remote("listen")
+        assert remote("wait_trusted", DELIVERY)
+        return remote
+
+    yield start
+    for remote in started:
+        remote.stop()

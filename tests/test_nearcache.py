@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import multiprocessing
 import time
-from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
@@ -14,11 +13,10 @@ import redis
 from hacache import driver, failover
 from hacache.nearcache import ABSENT, MISS, NearCache
 from tests import near_workers
-from tests.conftest import cache_params, make_cache
+from tests.conftest import DELIVERY, cache_params, make_cache
 from tests.conftest import until as _until
 
 SPAWN = multiprocessing.get_context("spawn")
-DELIVERY = 5.0  # seconds: far beyond the expected delay, only there so a failure cannot hang
 
 
 def near_params(topology, **options: Any) -> dict:
@@ -32,48 +30,6 @@ def ready(cache) -> Any:
     cache._router.bus.listen()
     assert cache._router.near.wait_trusted(DELIVERY)
     return cache
-
-
-class Remote:
-    """Another process using the same cache settings, driven through a pipe."""
-
-    def __init__(self, params: dict) -> None:
-        self._conn, child = SPAWN.Pipe()
-        self.process = SPAWN.Process(target=near_workers.serve, args=(child, {"default": params}))
-        self.process.start()
-
-    def __call__(self, name: str, *args: Any) -> Any:
-        self._conn.send((name, *args))
-        if not self._conn.poll(30):
-            raise TimeoutError(f"remote {name} did not answer")
-        kind, value = self._conn.recv()
-        if kind == "raised":
-            raise AssertionError(f"remote {name} raised {value}")
-        return value
-
-    def stop(self) -> None:
-        try:
-            self("stop")
-        finally:
-            self.process.join(10)
-            if self.process.is_alive():
-                self.process.kill()
-
-
-@pytest.fixture
-def remote_factory() -> Iterator[Any]:
-    started: list[Remote] = []
-
-    def start(params: dict) -> Remote:
-        remote = Remote(params)
-        started.append(remote)
-        remote("listen")
-        assert remote("wait_trusted", DELIVERY)
-        return remote
-
-    yield start
-    for remote in started:
-        remote.stop()
 
 
 def raw_client(cache, key: str) -> redis.Redis:
