@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["CrossShardError", "HACache", "get_redis_connection", "wait_for_replicas"]
+__all__ = ["HACache", "get_redis_connection", "wait_for_replicas"]
 __version__ = "0.1.0"
 
 
@@ -21,10 +21,6 @@ def __getattr__(name: str) -> Any:
         from hacache.rawclient import get_redis_connection
 
         return get_redis_connection
-    if name == "CrossShardError":
-        from hacache.structures import CrossShardError
-
-        return CrossShardError
     if name == "wait_for_replicas":
         from hacache.ops import wait_for_replicas
 

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
+from redis.exceptions import ResponseError
 
 from hacache.compat import DjangoRedisAPI
 from hacache.extended import ExtendedOps
@@ -20,6 +21,13 @@ from hacache.router import alias_of, get_router
 # Characters memcached rejects; only keys containing one (or too long) take Django's slow check.
 _SUSPECT_KEY = re.compile(r"[\x00-\x20\x7f]")
 _MEMCACHE_MAX_KEY_LENGTH = 250
+
+
+def _beyond_64_bits(error: ResponseError) -> bool:
+    """INCRBY's refusals of a value or result outside 64 bits (also sent for non-counters,
+    which ``_incr_big`` tells apart)."""
+    text = str(error)
+    return "out of range" in text or "overflow" in text
 
 
 class HACache(DjangoRedisAPI, BaseCache):
@@ -88,10 +96,17 @@ class HACache(DjangoRedisAPI, BaseCache):
         return self._run(self._ops.has_key(self._key(key, version)))
 
     def incr(self, key, delta=1, version=None, ignore_key_check=False) -> int:
-        """With ``ignore_key_check``, a missing key is created (as django-redis does)."""
-        if ignore_key_check:
-            return self._run(self._ops.incr_or_create(self._key(key, version), delta))
-        return self._run(self._ops.incr(self._key(key, version), delta))
+        """With ``ignore_key_check``, a missing key is created (as django-redis does). Counters
+        may grow past 64 bits, as with django-redis (a slower compare-and-set path)."""
+        key = self._key(key, version)
+        ops = self._ops
+        op = ops.incr_or_create(key, delta) if ignore_key_check else ops.incr(key, delta)
+        try:
+            return self._run(op)
+        except ResponseError as exc:
+            if not _beyond_64_bits(exc):
+                raise
+            return self._drive(self._incr_big(key, delta, exc))
 
     def get_many(self, keys, version=None) -> dict[Any, Any]:
         key_map = self._keys(keys, version)
@@ -172,9 +187,15 @@ class HACache(DjangoRedisAPI, BaseCache):
         return await self._arun(self._ops.has_key(self._key(key, version)))
 
     async def aincr(self, key, delta=1, version=None, ignore_key_check=False) -> int:
-        if ignore_key_check:
-            return await self._arun(self._ops.incr_or_create(self._key(key, version), delta))
-        return await self._arun(self._ops.incr(self._key(key, version), delta))
+        key = self._key(key, version)
+        ops = self._ops
+        op = ops.incr_or_create(key, delta) if ignore_key_check else ops.incr(key, delta)
+        try:
+            return await self._arun(op)
+        except ResponseError as exc:
+            if not _beyond_64_bits(exc):
+                raise
+            return await self._adrive(self._incr_big(key, delta, exc))
 
     async def aget_many(self, keys, version=None) -> dict[Any, Any]:
         key_map = self._keys(keys, version)

@@ -18,7 +18,7 @@ from typing import Any
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
 
 from hacache import rawclient
-from hacache.extended import glob_escape
+from hacache.extended import glob_escape, is_decimal
 from hacache.router import Op
 
 Plan = Generator[Any, Any, Any]  # yields an Op (sent its result) or a list of items to hand out
@@ -98,18 +98,29 @@ class DjangoRedisAPI:
     # -- running plans -----------------------------------------------------------------------
 
     def _drive(self, plan: Plan) -> Any:
-        result = None
+        """Run a plan to its result; an operation's error is raised inside the plan."""
+        result: Any = None
+        error: Exception | None = None
         try:
             while True:
-                result = self._run(plan.send(result))
+                op = plan.send(result) if error is None else plan.throw(error)
+                try:
+                    result, error = self._run(op), None
+                except Exception as exc:
+                    result, error = None, exc
         except StopIteration as stop:
             return stop.value
 
     async def _adrive(self, plan: Plan) -> Any:
-        result = None
+        result: Any = None
+        error: Exception | None = None
         try:
             while True:
-                result = await self._arun(plan.send(result))
+                op = plan.send(result) if error is None else plan.throw(error)
+                try:
+                    result, error = await self._arun(op), None
+                except Exception as exc:
+                    result, error = None, exc
         except StopIteration as stop:
             return stop.value
 
@@ -139,6 +150,19 @@ class DjangoRedisAPI:
                 result = None
                 for item in step:
                     yield item
+
+    def _incr_big(self, key: str, delta: int, error: Exception) -> Plan:
+        """``incr`` past Redis's 64-bit counters (django-redis allows it): read the digits,
+        add in Python, write back only if unchanged (else read again), keeping the TTL."""
+        while True:
+            raw = yield self._ops.raw_from_master(key)
+            if raw is None:
+                raise ValueError(f"Key '{key}' not found.")
+            if not is_decimal(raw):
+                raise error  # not a counter at all: Redis's own complaint
+            new = int(raw) + delta
+            if (yield self._ops.compare_and_set(key, raw, new)):
+                return new
 
     # -- lifetimes -----------------------------------------------------------------------------
 
@@ -317,9 +341,20 @@ class DjangoRedisAPI:
         return self._ops.srandmember(self._key(key, version), count)
 
     def smove(self, source: Any, destination: Any, member: Any,
-              version: int | None = None) -> Op:  # fmt: skip
-        """Atomic, so both sets must live on one shard (else ``CrossShardError``)."""
-        return self._ops.smove(self._key(source, version), self._key(destination, version), member)
+              version: int | None = None) -> Plan:  # fmt: skip
+        """Atomic on one shard; across shards two steps (see ``structures``)."""
+        src, dst = self._key(source, version), self._key(destination, version)
+        op = self._ops.smove(src, dst, member)
+        if op is not None:
+            return (yield op)
+        if not (yield self._ops.srem(src, [member])):
+            return False
+        try:
+            yield self._ops.sadd(dst, [member])
+        except Exception:
+            yield self._ops.sadd(src, [member])  # put it back: a member is never dropped
+            raise
+        return True
 
     def sdiff(self, *keys: Any, version: int | None = None) -> Op:
         return self._ops.combine("SDIFF", [self._key(k, version) for k in keys])
@@ -338,7 +373,6 @@ class DjangoRedisAPI:
     smismember, asmismember = _pair(smismember)
     spop, aspop = _pair(spop)
     srandmember, asrandmember = _pair(srandmember)
-    smove, asmove = _pair(smove)
     sdiff, asdiff = _pair(sdiff)
     sinter, asinter = _pair(sinter)
     sunion, asunion = _pair(sunion)
@@ -365,6 +399,7 @@ class DjangoRedisAPI:
         return (yield from self._store("SUNION", self._key(dest, version), made))
 
     sdiffstore, asdiffstore = _plans(sdiffstore)
+    smove, asmove = _plans(smove)
     sinterstore, asinterstore = _plans(sinterstore)
     sunionstore, asunionstore = _plans(sunionstore)
 

@@ -30,6 +30,12 @@ if TYPE_CHECKING:
     from hacache.shard import Shard
 
 _GLOB_SPECIAL = re.compile(r"([*?[])")
+_DECIMAL = re.compile(rb"-?[0-9]+")
+# Replace the value only if it is still the one read: a counter beyond 64 bits, one step.
+COMPARE_AND_SET = (
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+    "redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL') return 1 end return 0"
+)
 
 
 def glob_escape(text: str) -> str:
@@ -66,6 +72,14 @@ class ExtendedOps(StructureOps, Ops):
             return value
 
         return self._write_one(key, [("INCRBY", key, delta)], finish, idempotent=False)
+
+    def raw_from_master(self, key: str) -> Op:
+        """The stored bytes, from the master (what a compare-and-set will compare with)."""
+        return Op([(self._router.shard_for(key), [("GET", key)])], _first)
+
+    def compare_and_set(self, key: str, old: bytes, new: int) -> Op:
+        command = ("EVAL", COMPARE_AND_SET, 1, key, old, new)
+        return self._write_one(key, [command], lambda r: bool(_first(r)), idempotent=False)
 
     def lifetime(self, key: str, unit: str) -> Op:
         """TTL (seconds) or PTTL (ms), read the django-redis way (see ``_lifetime``)."""
@@ -120,6 +134,10 @@ class ExtendedOps(StructureOps, Ops):
         # Failing open, a shard that could not be scanned is dropped whole (see the module).
         op = Op(batches, finish, writes=[None] * len(shards))
         return self._write(op, unlinked)
+
+
+def is_decimal(raw: bytes) -> bool:
+    return _DECIMAL.fullmatch(raw) is not None
 
 
 def _scan(cursor: int, pattern: str, count: int | None) -> Command:

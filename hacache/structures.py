@@ -13,8 +13,10 @@ Across shards, the rule per operation (documented in the README):
   trip and combine them here: they work whatever shards the keys live on;
 - ``sdiffstore``, ``sinterstore``, ``sunionstore`` do the same, then replace the destination
   on its shard: they work, but are not atomic when the keys span shards;
-- ``smove`` must be atomic (a member is never lost nor in both sets), so across shards it
-  raises ``CrossShardError`` naming the shards: put both keys on one shard with hash tags.
+- ``smove`` is one atomic SMOVE on one shard; across shards it is two steps, SREM from the
+  source then SADD to the destination (put back in the source if that fails): the member is
+  briefly in neither set, never in both, and lost only if both shards fail at that moment.
+  Put both keys on one shard with hash tags for the atomic form.
 """
 
 from __future__ import annotations
@@ -27,10 +29,6 @@ from hacache.router import Op
 
 if TYPE_CHECKING:
     from hacache.shard import Shard
-
-
-class CrossShardError(ValueError):
-    """An operation that must be atomic was given keys that live on different shards."""
 
 
 def _ok(reply: Any) -> Any:
@@ -159,15 +157,11 @@ class StructureOps:
         # Not readonly: a cursor is only meaningful to the server that made it.
         return Op([(self._router.shard_for(key), [tuple(command)])], finish)
 
-    def smove(self, source: str, destination: str, member: Any) -> Op:
+    def smove(self, source: str, destination: str, member: Any) -> Op | None:
+        """SMOVE when both sets live on one shard; None when they do not (see the module)."""
         shard = self._router.shard_for(source)
-        other = self._router.shard_for(destination)
-        if other is not shard:
-            raise CrossShardError(
-                f"smove: the source set lives on shard {shard.name!r} and the destination on "
-                f"{other.name!r}; a move between shards cannot be atomic. Put both keys on one "
-                "shard with hash tags ('HASH_TAGS': True and keys like '{user42}:a')."
-            )
+        if self._router.shard_for(destination) is not shard:
+            return None
         command = ("SMOVE", source, destination, self._dumps(member))
         return self._structure_write(source, [command], lambda r: bool(_first(r)), idempotent=False)
 

@@ -12,7 +12,7 @@ import pytest
 import redis
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
 
-from hacache import CrossShardError, get_redis_connection
+from hacache import get_redis_connection
 from hacache.topology import free_port
 from tests.conftest import DELIVERY, cache_params, key_on, make_cache, until
 
@@ -301,17 +301,27 @@ def test_sdiffstore_versions(cache):
     assert cache.sdiffstore("vd", "v1", "v2", version_dest=3, version_keys=1) == 0
 
 
-def test_smove_is_atomic_on_one_shard_and_refused_across_shards(topology):
+def test_smove_on_one_shard_and_across_shards(topology):
     cache = make_cache(cache_params(topology, HASH_TAGS=True))
     cache.sadd("{u1}:a", "x", "y")
     assert cache.smove("{u1}:a", "{u1}:b", "x") is True
     assert cache.smove("{u1}:a", "{u1}:b", "nope") is False
     assert cache.smembers("{u1}:a") == {"y"} and cache.smembers("{u1}:b") == {"x"}
     src, dst = key_on(cache, "shard0", "src"), key_on(cache, "shard1", "dst")
+    cache.sadd(src, "x", "y")
+    assert cache.smove(src, dst, "x") is True
+    assert cache.smove(src, dst, "nope") is False
+    assert cache.smembers(src) == {"y"} and cache.smembers(dst) == {"x"}
+
+
+def test_smove_across_shards_puts_the_member_back_when_the_destination_fails(topology):
+    cache = make_cache(cache_params(topology))
+    src, dst = key_on(cache, "shard0", "src"), key_on(cache, "shard1", "dst")
     cache.sadd(src, "x")
-    with pytest.raises(CrossShardError, match=r"shard0.*shard1.*hash tags"):
+    cache.set(dst, "a string: SADD refuses it")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
         cache.smove(src, dst, "x")
-    assert cache.smembers(src) == {"x"}  # nothing moved
+    assert cache.smembers(src) == {"x"}
 
 
 # -- get_redis_connection --------------------------------------------------------------------
@@ -440,3 +450,39 @@ async def test_async_twins(cache):
     assert await lock.acquire(blocking=False)
     assert await cache.alock("ajob").acquire(blocking=False) is False
     await lock.release()
+
+
+@pytest.mark.parametrize("create", [False, True])
+def test_counters_grow_past_64_bits_keeping_their_ttl(cache, create):
+    cache.set("big", 2**63 - 1, timeout=100)
+    assert cache.incr("big", ignore_key_check=create) == 2**63
+    assert cache.incr("big", 2, ignore_key_check=create) == 2**63 + 2
+    assert cache.decr("big", 3) == 2**63 - 1
+    assert cache.incr("big") == 2**63  # back on Redis's own INCRBY, then beyond again
+    assert cache.get("big") == 2**63 and 98 <= cache.ttl("big") <= 100
+    cache.set("neg", -(2**63))
+    assert cache.decr("neg") == -(2**63) - 1
+    cache.set("text", "not a number")
+    with pytest.raises(redis.ResponseError, match="not an integer"):
+        cache.incr("text", ignore_key_check=create)
+
+
+def test_big_counter_increments_are_never_lost(cache):
+    cache.set("race", 2**64)
+
+    def bump():
+        for _ in range(25):
+            cache.incr("race")
+
+    threads = [threading.Thread(target=bump) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert cache.get("race") == 2**64 + 100
+
+
+async def test_async_counters_grow_past_64_bits(cache):
+    await cache.aset("abig", 2**63 - 1)
+    assert await cache.aincr("abig") == 2**63
+    assert await cache.adecr("abig", 2) == 2**63 - 2
