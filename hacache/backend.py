@@ -15,6 +15,7 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from redis.exceptions import ResponseError
 
 from hacache.compat import DjangoRedisAPI
+from hacache.compat_structures import StructuresAPI
 from hacache.extended import ExtendedOps
 from hacache.router import alias_of, get_router
 
@@ -30,8 +31,8 @@ def _beyond_64_bits(error: ResponseError) -> bool:
     return "out of range" in text or "overflow" in text
 
 
-class HACache(DjangoRedisAPI, BaseCache):
-    """Django's cache API, plus django-redis's extended one (``compat``)."""
+class HACache(DjangoRedisAPI, StructuresAPI, BaseCache):
+    """Django's cache API, plus django-redis's extended one (``compat``, ``compat_structures``)."""
 
     def __init__(self, server: Any, params: dict[str, Any]) -> None:
         self._router = get_router(server, params.get("OPTIONS"))  # validates OPTIONS first

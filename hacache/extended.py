@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from hacache.endpoint import Command, Replies
 from hacache.ops import Ops, _first, _ok, _set_command
 from hacache.router import Op
+from hacache.sortedsets import SortedSetOps
 from hacache.structures import StructureOps
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ def _lifetime(reply: int) -> int | None:
     return None if reply == -1 else reply
 
 
-class ExtendedOps(StructureOps, Ops):
+class ExtendedOps(StructureOps, SortedSetOps, Ops):
     __slots__ = ()
 
     def set_if(self, key: str, value: Any, timeout: int | None, nx: bool, xx: bool) -> Op:

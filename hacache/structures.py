@@ -25,16 +25,11 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from hacache.endpoint import Command, Replies
+from hacache.ops import _first, _ok
 from hacache.router import Op
 
 if TYPE_CHECKING:
     from hacache.shard import Shard
-
-
-def _ok(reply: Any) -> Any:
-    if isinstance(reply, Exception):
-        raise reply
-    return reply
 
 
 def _text(field: Any) -> Any:
@@ -218,7 +213,3 @@ class StructureOps:
         if publish:
             return self._write_one(key, commands, finish, idempotent)
         return Op([(self._router.shard_for(key), commands)], finish, idempotent)
-
-
-def _first(results: list[Replies]) -> Any:
-    return _ok(results[0][0])

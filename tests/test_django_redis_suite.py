@@ -159,7 +159,7 @@ def _tail(log: Path, lines: int = 40) -> str:
 
 def check(found: dict[str, tuple[str, str]], module: str, excluded: dict[str, str]) -> None:
     """Their tests not excluded all pass (AssertionError naming the others); ``pytest.fail``
-    for what is wrong with the run itself, so the xfail below cannot hide that."""
+    for what is wrong with the run itself."""
     if len(found) != COLLECTED[module]:
         pytest.fail(f"{module}: collected {len(found)}, not {COLLECTED[module]}: {sorted(found)}")
     if not set(excluded) <= set(found):
@@ -174,13 +174,11 @@ def check(found: dict[str, tuple[str, str]], module: str, excluded: dict[str, st
         raise AssertionError(f"{module}: {passed}/{total} pass; not passing:\n" + "\n".join(lines))
 
 
-@pytest.mark.xfail(raises=AssertionError, strict=False, reason="issue 12 in progress")
 @pytest.mark.parametrize("mode", MODES)
 def test_django_redis_backend_tests_pass(suite_runs: dict[str, dict], mode: str) -> None:
     check(suite_runs[mode][BACKEND], BACKEND, EXCLUDED)
 
 
-@pytest.mark.xfail(raises=AssertionError, strict=False, reason="sorted sets: not issue 12")
 @pytest.mark.parametrize("mode", MODES)
 def test_django_redis_sorted_set_tests_pass(suite_runs: dict[str, dict], mode: str) -> None:
     check(suite_runs[mode][ZSETS], ZSETS, {})
