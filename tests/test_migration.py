@@ -5,6 +5,8 @@ that swaps one for the other."""
 
 from __future__ import annotations
 
+import pickle
+from contextlib import contextmanager
 from decimal import Decimal
 
 import pytest
@@ -27,17 +29,24 @@ VALUES = {
 }
 
 
-@pytest.fixture
-def pair(topology):
+@contextmanager
+def both(topology, **options):
     """(hacache, django-redis) on the first shard, same prefix, same version."""
     from django_redis.cache import RedisCache
 
-    params = cache_params(topology, "single")
-    hacache = make_cache(params)
+    params = cache_params(topology, "single", **options)
     location = topology.master_urls()[0].split("?")[0]
     theirs = RedisCache(location, {"KEY_PREFIX": params["KEY_PREFIX"]})
-    yield hacache, theirs
-    theirs.client.get_client().connection_pool.disconnect()
+    try:
+        yield make_cache(params), theirs
+    finally:
+        theirs.client.get_client().connection_pool.disconnect()
+
+
+@pytest.fixture
+def pair(topology):
+    with both(topology) as caches:
+        yield caches
 
 
 def test_values_written_by_django_redis_read_back_in_hacache(pair):
@@ -71,3 +80,16 @@ def test_lifetimes_hashes_and_sets_cross_over(pair):
     assert sorted(hacache.keys("*")) == sorted(theirs.keys("*"))
     assert hacache.delete_pattern("*") == 3
     assert theirs.keys("*") == []
+
+
+def test_set_members_are_found_across_backends_with_the_same_pickle_protocol(topology):
+    """Members are found by their bytes: with django-redis's protocol, lookups cross over."""
+    with both(topology, SERIALIZER_OPTIONS={"protocol": pickle.DEFAULT_PROTOCOL}) as pair:
+        hacache, theirs = pair
+        theirs.sadd("s", "a", (1, 2))
+        assert hacache.sismember("s", "a") and hacache.sismember("s", (1, 2))
+        assert hacache.srem("s", "a") == 1
+        hacache.sadd("s", "b")
+        assert theirs.sismember("s", "b")
+        theirs.zadd("z", {"m": 1.5})
+        assert hacache.zscore("z", "m") == 1.5
