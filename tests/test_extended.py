@@ -13,6 +13,7 @@ import redis
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
 
 from hacache import get_redis_connection
+from hacache.extended import ExtendedOps
 from hacache.topology import free_port
 from tests.conftest import DELIVERY, cache_params, key_on, make_cache, until
 
@@ -486,3 +487,49 @@ async def test_async_counters_grow_past_64_bits(cache):
     await cache.aset("abig", 2**63 - 1)
     assert await cache.aincr("abig") == 2**63
     assert await cache.adecr("abig", 2) == 2**63 - 2
+
+
+def test_a_scan_starts_again_when_the_shards_master_changes(topology, monkeypatch):
+    """A cursor means nothing to a new master: the shard is scanned again from 0, and every
+    key is still returned (SCAN's at-least-once promise)."""
+    import dataclasses
+
+    cache = make_cache(cache_params(topology, "single"))
+    names = [f"r:{i}" for i in range(100)]
+    cache.set_many(dict.fromkeys(names, 1))
+    shard = next(iter(cache._router.shards.values()))
+    cursors = []
+    step = ExtendedOps.scan_step
+
+    def scan_step(self, shard_, cursor, pattern, count):
+        cursors.append(cursor)
+        if len(cursors) == 2:  # a failover between the first and the second step
+            shard.view = dataclasses.replace(shard.view, generation=shard.view.generation + 1)
+        return step(self, shard_, cursor, pattern, count)
+
+    monkeypatch.setattr(ExtendedOps, "scan_step", scan_step)
+    found = list(cache.iter_keys("r:*", itersize=10))
+    assert set(found) == set(names)
+    assert cursors[0] == 0 and cursors[1] != 0 and cursors[2] == 0  # started again
+
+
+def test_delete_pattern_starts_a_shard_again_when_its_master_changes(topology, monkeypatch):
+    import dataclasses
+
+    cache = make_cache(cache_params(topology, "single"))
+    names = [f"r:{i}" for i in range(100)]
+    cache.set_many(dict.fromkeys(names, 1))
+    shard = next(iter(cache._router.shards.values()))
+    cursors = []
+    step = ExtendedOps.unlink_step
+
+    def unlink_step(self, steps, pattern, count):
+        cursors.append(steps[shard][0])
+        if len(cursors) == 2:
+            shard.view = dataclasses.replace(shard.view, generation=shard.view.generation + 1)
+        return step(self, steps, pattern, count)
+
+    monkeypatch.setattr(ExtendedOps, "unlink_step", unlink_step)
+    assert cache.delete_pattern("r:*", itersize=10) == 100
+    assert cursors[:2] == [0, cursors[1]] and cursors[1] != 0 and cursors[2] == 0
+    assert cache.keys("r:*") == []

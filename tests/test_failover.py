@@ -506,3 +506,36 @@ def test_the_demo_serves_no_error_while_a_master_dies(ha, settings):
     # /health/ is the one page meant to say so (503) while its probe key's shard is down.
     assert [s for s in statuses if s[1] >= 500 and s != ("/health/", 503)] == []
     assert len(statuses) > 3 * len(DEMO_PAGES)
+
+
+def test_the_extended_api_follows_a_failover(ha, settings):
+    """django-redis's calls go where the plain ones go: the replica for the escape hatch's
+    reads, the promoted master after a failover, with nothing acknowledged lost."""
+    from django.core.cache import caches
+
+    from hacache import get_redis_connection
+
+    params = ha.caches_setting(FAILOVER_TIMEOUT=10)["default"]
+    settings.CACHES = {"default": {**params, "KEY_PREFIX": "x"}}
+    cache = caches["default"]
+    for each in cache._router.shards.values():
+        each.discover()
+    key = key_on(cache, "shard0")
+    shard = cache._router.shards["shard0"]
+    with wait_for_replicas(1, 0.3):  # the promoted replica must have them
+        cache.set_many({f"{key}:{i}": i for i in range(20)})
+    cache.hset(key, "f", "v")  # replicated too: waited for below
+    reader = get_redis_connection(shard="shard0", write=False)
+    assert reader.info("replication")["role"] == "slave"
+    assert get_redis_connection(shard="shard0").info("replication")["role"] == "master"
+    assert until(lambda: reader.hget(cache.make_key(key), "f") is not None)
+    old = shard.master.address
+    ha.kill("shard0-master")
+    assert cache.expire(f"{key}:0", 60) is True  # a write: waits for the promotion
+    assert shard.master.address != old
+    assert 0 < cache.ttl(f"{key}:0") <= 60 and cache.hget(key, "f") == "v"
+    assert sorted(cache.keys(f"{key}:*")) == sorted(f"{key}:{i}" for i in range(20))
+    assert cache.delete_pattern(f"{key}:*") == 20
+    assert get_redis_connection(shard="shard0").info("replication")["role"] == "master"
+    with cache.lock("job", timeout=5):
+        assert not cache.lock("job", blocking=False).acquire()
