@@ -128,7 +128,13 @@ class Ops:
         """Add to each batch its ``WAIT`` for replicas and the invalidation of its keys (None:
         all keys), checked and stripped before ``op.finish`` sees the replies; and the local
         eviction of those keys once the call is over."""
-        replicas, timeout = _replication.get() or self._wait
+        override = _replication.get()
+        replicas, timeout = override or self._wait
+        if override is not None and replicas and timeout >= self._router.options.socket_timeout:
+            raise ValueError(
+                f"wait_for_replicas: timeout {timeout}s is not below SOCKET_TIMEOUT "
+                f"({self._router.options.socket_timeout}s); the WAIT would time out the socket"
+            )
         near, covers = self._near, self._covers
         if near is None and not self._publish and not replicas:
             return op

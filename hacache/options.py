@@ -242,6 +242,22 @@ def _near_cache(values: dict[str, Any], given: Mapping[str, Any]) -> NearCacheOp
     )
 
 
+def _check_wait_timeout(replicas: int, wait: float, shards: tuple[ShardSpec, ...]) -> None:
+    """A WAIT that outlasts the socket's read timeout would end as a TimeoutError (counted
+    against the server's breaker) instead of ``NotReplicated``: refuse the pair."""
+    if not replicas:
+        return
+    for spec in shards:
+        socket = spec.connection_kwargs.get("socket_timeout")
+        if socket is not None and wait >= socket:
+            raise _fail(
+                "OPTIONS['WAIT_TIMEOUT']",
+                f"{wait}s is not below shard {spec.name!r}'s socket timeout ({socket}s): "
+                "a WAIT for a missing replica would time out the connection instead of "
+                "raising NotReplicated; lower WAIT_TIMEOUT or raise SOCKET_TIMEOUT",
+            )
+
+
 def parse_options(location: Any, options: Any) -> Options:
     values = _parse_values(options)
     extra = values["CONNECTION_OPTIONS"]
@@ -276,6 +292,7 @@ def parse_options(location: Any, options: Any) -> Options:
             f"shard name(s) {', '.join(duplicates)} given twice; give each "
             "server a distinct name with '?name=...' in its URL",
         )
+    _check_wait_timeout(values["WAIT_REPLICAS"], values["WAIT_TIMEOUT"], shards)
     return Options(
         shards=shards,
         serializer=_build_serializer(values["SERIALIZER"], values["SERIALIZER_OPTIONS"]),

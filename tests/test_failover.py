@@ -103,7 +103,7 @@ def test_master_killed_under_load(ha):
     replica has them all: read-your-writes holds across the failover. (Two replicas, so that
     the new master has one to wait for once Sentinel has moved it over.)
     """
-    cache = ha_cache(ha, WAIT_REPLICAS=1, WAIT_TIMEOUT=0.5, FAILOVER_TIMEOUT=10)
+    cache = ha_cache(ha, WAIT_REPLICAS=1, WAIT_TIMEOUT=0.4, FAILOVER_TIMEOUT=10)
     key = key_on(cache, "shard0")
     shard = cache._router.shards["shard0"]
     old_master = shard.master.address
@@ -125,7 +125,7 @@ def test_master_killed_under_load(ha):
 def test_reads_are_served_by_the_replica_while_the_master_is_down(ha):
     cache = ha_cache(ha, FAILOVER_TIMEOUT=0)
     key = key_on(cache, "shard1")
-    with wait_for_replicas(1, 1.0):
+    with wait_for_replicas(1, 0.4):
         cache.set(key, "durable")
     ha.kill("shard1-master")
     # Before Sentinel has even noticed: the master refuses, the replica answers.

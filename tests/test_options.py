@@ -50,11 +50,28 @@ def build(location, options=None):
         ("redis://h", {"CONNECTION_OPTIONS": {"host": "x"}}, "CONNECTION_OPTIONS"),
         ("redis://h", {"CONNECTION_OPTIONS": "x"}, "CONNECTION_OPTIONS"),
         ("redis://h", ["not", "a", "dict"], "OPTIONS"),
+        ("redis://h", {"WAIT_REPLICAS": 1, "WAIT_TIMEOUT": 0.5}, "WAIT_TIMEOUT.*SOCKET_TIMEOUT"),
+        ("redis://h?socket_timeout=0.1", {"WAIT_REPLICAS": 1}, "WAIT_TIMEOUT.*'h:6379'"),
+        ("redis://h", {"REVERSE_KEY_FUNCTION": 3}, "REVERSE_KEY_FUNCTION"),
+        ("redis://h", {"REVERSE_KEY_FUNCTION": "no.such.f"}, "REVERSE_KEY_FUNCTION"),
     ],
 )
 def test_bad_configuration_names_the_setting(location, options, names):
     with pytest.raises(ImproperlyConfigured, match=names):
         build(location, options)
+
+
+def test_wait_timeout_is_only_checked_when_writes_wait():
+    assert parse_options("redis://h?socket_timeout=0.05", None).wait_timeout == 0.1
+    assert parse_options("redis://h", {"WAIT_REPLICAS": 1, "WAIT_TIMEOUT": 0.4}).wait_replicas
+
+
+def test_a_per_call_wait_must_end_before_the_socket_times_out():
+    from hacache.ops import wait_for_replicas
+
+    cache = build("redis://127.0.0.1:1")  # never reached: refused before anything is sent
+    with wait_for_replicas(1, 0.5), pytest.raises(ValueError, match="SOCKET_TIMEOUT"):
+        cache.set("k", 1)
 
 
 def test_password_never_appears_in_errors():
