@@ -5,6 +5,7 @@ Run from the repository root::
 
     python benchmarks/delete_pattern.py [--keys N] [--others N] [--repeat R] [--json PATH]
     python benchmarks/delete_pattern.py --quick      # 10,000 keys, 2 repeats: a smoke test
+    python benchmarks/delete_pattern.py --replot     # table and plot again from the JSON
 
 Issue 12's target: ``delete_pattern`` over 100,000 keys on 3 shards, timed against
 django-redis's on one server in the same run (hacache scans its shards concurrently, all shards
@@ -30,7 +31,8 @@ Itersizes: each backend's default (``None``: no COUNT, so Redis scans ~10 slots 
 1,000. The table gives the median, min and max seconds over repeats, keys deleted per second
 (from the median) and the ratio to django-redis on one server at the same itersize (its median
 time over this one's, so above 1 is faster). JSON goes to ``benchmarks/results/
-delete_pattern.json``.
+delete_pattern.json`` (git-ignored), the plot to ``benchmarks/plots/delete_pattern.png``
+(committed).
 
 What the backends do: hacache SCANs every shard at once, each step's UNLINK of the keys found
 riding in the same round trip as the next SCAN. django-redis's default client SCANs its one
@@ -58,6 +60,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = REPO / "benchmarks" / "results" / "delete_pattern.json"
+DEFAULT_PNG = REPO / "benchmarks" / "plots" / "delete_pattern.png"
 
 PATTERN = "page:*"
 VALUE = "v" * 32
@@ -253,6 +256,47 @@ def report(rows: list[dict[str, Any]], keys: int, others: int, repeat: int) -> s
     return "\n".join(lines)
 
 
+def plot(rows: list[dict[str, Any]], keys: int, repeat: int, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    width = 0.8 / len(BACKENDS)
+    for i, alias in enumerate(BACKENDS):
+        mine = [
+            next(r for r in rows if r["backend"] == alias and r["itersize"] == it)
+            for it in ITERSIZES
+        ]
+        xs = [x + (i - (len(BACKENDS) - 1) / 2) * width for x in range(len(ITERSIZES))]
+        medians = [r["median_s"] for r in mine]
+        low = [r["median_s"] - r["min_s"] for r in mine]
+        high = [r["max_s"] - r["median_s"] for r in mine]
+        ax.bar(xs, medians, width, yerr=[low, high], capsize=4, label=BACKENDS[alias][0])
+        for x, r in zip(xs, mine, strict=True):
+            ax.annotate(
+                f"{r['median_s']:.2f} s",
+                (x, r["max_s"]),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+                xytext=(0, 2),
+                textcoords="offset points",
+            )
+    ax.set_xticks(range(len(ITERSIZES)))
+    ax.set_xticklabels(
+        ["itersize default (COUNT 10)" if it is None else f"itersize {it}" for it in ITERSIZES]
+    )
+    ax.set_ylabel("seconds (median; bars: min to max)")
+    ax.set_title(f"delete_pattern over {keys:,} keys, {repeat} repeats")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _git(*args: str) -> str | None:
     try:
         out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True)
@@ -298,11 +342,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=None, help="repeats (default 5)")
     p.add_argument("--quick", action="store_true", help="10,000 + 2,000 keys, 2 repeats")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write the results")
+    p.add_argument("--png", type=Path, default=DEFAULT_PNG, help="where to write the plot")
+    p.add_argument("--replot", action="store_true", help="no run: table and plot from --json")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.replot:
+        saved = json.loads(args.json.read_text())
+        c = saved["config"]
+        print(report(saved["results"], c["matching_keys"], c["other_keys"], c["repeat"]))
+        plot(saved["results"], c["matching_keys"], c["repeat"], args.png)
+        print(f"\nplot written to {args.png}")
+        return 0
     keys = args.keys if args.keys is not None else (10_000 if args.quick else 100_000)
     others = args.others if args.others is not None else keys // 5
     repeat = args.repeat if args.repeat is not None else (2 if args.quick else 5)
@@ -365,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     print(report(rows, keys, others, repeat))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nresults written to {args.json}")
+    plot(rows, keys, repeat, args.png)
+    print(f"\nresults written to {args.json}, plot to {args.png}")
     return 0
 
 
