@@ -16,19 +16,12 @@ from redis.exceptions import ResponseError
 
 from hacache.compat import DjangoRedisAPI
 from hacache.compat_structures import StructuresAPI
-from hacache.extended import ExtendedOps
+from hacache.extended import ExtendedOps, beyond_64_bits
 from hacache.router import alias_of, get_router
 
 # Characters memcached rejects; only keys containing one (or too long) take Django's slow check.
 _SUSPECT_KEY = re.compile(r"[\x00-\x20\x7f]")
 _MEMCACHE_MAX_KEY_LENGTH = 250
-
-
-def _beyond_64_bits(error: ResponseError) -> bool:
-    """INCRBY's refusals of a value or result outside 64 bits (also sent for non-counters,
-    which ``_incr_big`` tells apart)."""
-    text = str(error)
-    return "out of range" in text or "overflow" in text
 
 
 class HACache(DjangoRedisAPI, StructuresAPI, BaseCache):
@@ -42,6 +35,10 @@ class HACache(DjangoRedisAPI, StructuresAPI, BaseCache):
         self._arun = self._router.arun
         alias = alias_of(server, params)
         self._router.serves(alias)
+        if self._router.previous_ring is not None:
+            from hacache.resharding import install
+
+            install(self)
         if self._router.options.metrics:
             from hacache.instrument import instrument
             from hacache.metrics import meter_for
@@ -105,7 +102,7 @@ class HACache(DjangoRedisAPI, StructuresAPI, BaseCache):
         try:
             return self._run(op)
         except ResponseError as exc:
-            if not _beyond_64_bits(exc):
+            if not beyond_64_bits(exc):
                 raise
             return self._drive(self._incr_big(key, delta, exc))
 
@@ -194,7 +191,7 @@ class HACache(DjangoRedisAPI, StructuresAPI, BaseCache):
         try:
             return await self._arun(op)
         except ResponseError as exc:
-            if not _beyond_64_bits(exc):
+            if not beyond_64_bits(exc):
                 raise
             return await self._adrive(self._incr_big(key, delta, exc))
 

@@ -221,7 +221,7 @@ class DjangoRedisAPI:
     def _scan_plan(self, pattern: str, count: int | None) -> Plan:
         """Every shard in turn; a shard whose master changes mid-scan starts again."""
         reverse = self._router.options.reverse_key_function or _default_reverse
-        for shard in self._router.shards.values():
+        for shard in self._router.every_shard():
             cursor, generation = 0, shard.generation
             while True:
                 cursor, keys = yield self._ops.scan_step(shard, cursor, pattern, count)
@@ -259,7 +259,7 @@ class DjangoRedisAPI:
         """Delete every key matching ``pattern``; answers how many were deleted. All shards
         are scanned at once, each step's UNLINK riding with the next SCAN."""
         glob = self._pattern(pattern, version, prefix)
-        steps = {shard: (0, []) for shard in self._router.shards.values()}
+        steps = {shard: (0, []) for shard in self._router.every_shard()}
         generations = {shard: shard.generation for shard in steps}
         deleted = 0
         while steps:

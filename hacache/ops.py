@@ -380,7 +380,7 @@ class Ops:
         return self._write(op, written)
 
     def clear(self) -> Op:
-        shards = self._router.shards.values()
+        shards = self._router.every_shard()
         everything: list[list[str] | None] = [None] * len(shards)
         op = Op(
             [(shard, [("FLUSHDB",)]) for shard in shards],

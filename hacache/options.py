@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from hacache.locations import NO_SETINFO, ShardSpec, parse_shard, split_location
@@ -56,6 +57,8 @@ class Options:
     # Turns a Redis key back into the caller's key (keys(), iter_keys()): None is the inverse
     # of Django's default KEY_FUNCTION, "prefix:version:key".
     reverse_key_function: Callable[[str], str] | None
+    # PREVIOUS_LOCATION's shards (migration mode, see ``resharding``), or None.
+    previous_shards: tuple[ShardSpec, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -184,6 +187,7 @@ SCHEMA: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
     "DROPPED_WRITES_MAX": (_positive_int, 100_000),
     "METRICS": (_boolean, False),
     "REVERSE_KEY_FUNCTION": (_dotted_path, None),
+    "PREVIOUS_LOCATION": (lambda name, value: value, None),  # parsed with LOCATION, below
 }
 
 
@@ -258,6 +262,38 @@ def _check_wait_timeout(replicas: int, wait: float, shards: tuple[ShardSpec, ...
             )
 
 
+def _shards(location: Any, common: Mapping[str, Any], setting: str) -> tuple[ShardSpec, ...]:
+    try:
+        shards = tuple(parse_shard(url, common) for url in split_location(location))
+    except ImproperlyConfigured as exc:  # name the setting the URL came from
+        raise ImproperlyConfigured(str(exc).replace("LOCATION", setting, 1)) from None
+    names = [s.name for s in shards]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise _fail(
+            setting,
+            f"shard name(s) {', '.join(duplicates)} given twice; give each "
+            "server a distinct name with '?name=...' in its URL",
+        )
+    return shards
+
+
+def _check_previous(shards: tuple[ShardSpec, ...], previous: tuple[ShardSpec, ...]) -> None:
+    """A shard is its name: one in both lists must be the same server, and the lists must
+    differ (else nothing moves)."""
+    now = {s.name: s for s in shards}
+    for spec in previous:
+        same = now.get(spec.name)
+        if same is not None and same.address != spec.address:
+            raise _fail(
+                "OPTIONS['PREVIOUS_LOCATION']",
+                f"shard {spec.name!r} is {spec.address} there but {same.address} in LOCATION; "
+                "a shard keeps its name only while it is the same server",
+            )
+    if {(s.name, s.weight) for s in shards} == {(s.name, s.weight) for s in previous}:
+        raise _fail("OPTIONS['PREVIOUS_LOCATION']", "the same shards as LOCATION: nothing moves")
+
+
 def parse_options(location: Any, options: Any) -> Options:
     values = _parse_values(options)
     extra = values["CONNECTION_OPTIONS"]
@@ -283,15 +319,11 @@ def parse_options(location: Any, options: Any) -> Options:
         "socket_timeout": values["SOCKET_TIMEOUT"],
         **extra,
     }
-    shards = tuple(parse_shard(url, common) for url in split_location(location))
-    names = [s.name for s in shards]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise _fail(
-            "LOCATION",
-            f"shard name(s) {', '.join(duplicates)} given twice; give each "
-            "server a distinct name with '?name=...' in its URL",
-        )
+    shards = _shards(location, common, "LOCATION")
+    previous = None
+    if values["PREVIOUS_LOCATION"] is not None:
+        previous = _shards(values["PREVIOUS_LOCATION"], common, "OPTIONS['PREVIOUS_LOCATION']")
+        _check_previous(shards, previous)
     _check_wait_timeout(values["WAIT_REPLICAS"], values["WAIT_TIMEOUT"], shards)
     return Options(
         shards=shards,
@@ -323,4 +355,5 @@ def parse_options(location: Any, options: Any) -> Options:
         dropped_writes_max=values["DROPPED_WRITES_MAX"],
         metrics=values["METRICS"],
         reverse_key_function=_callable("REVERSE_KEY_FUNCTION", values["REVERSE_KEY_FUNCTION"]),
+        previous_shards=previous,
     )

@@ -76,6 +76,17 @@ class Router:
         self.dropped = DroppedWrites(options.dropped_writes_max, publish, wait)
         self.aliases: list[str] = []
         self.closed = False
+        # Migration mode (PREVIOUS_LOCATION): the ring before the change, and its shards (the
+        # same objects where a shard is in both). See ``resharding``.
+        self.previous_ring: HashRing | None = None
+        self.previous_shards: dict[str, Shard] = {}
+        if options.previous_shards:
+            weights = {spec.name: spec.weight for spec in options.previous_shards}
+            self.previous_ring = HashRing(weights, **self._ring_args)
+            self.previous_shards = {
+                spec.name: self.shards.get(spec.name) or Shard(spec, options)
+                for spec in options.previous_shards
+            }
 
     # -- routing ---------------------------------------------------------------------------
 
@@ -99,6 +110,16 @@ class Router:
             for key in keys:
                 groups.setdefault(self.shard_for(key), []).append(key)
         return groups
+
+    def previous_owner(self, key: str) -> Shard | None:
+        """Where ``key`` lived in the previous ring, if that is not where it lives now."""
+        name = self.previous_ring.node_for(key)  # type: ignore[union-attr]
+        return None if name == self._node_for(key) else self.previous_shards[name]
+
+    def every_shard(self) -> list[Shard]:
+        """The shards of the ring, and those of the previous ring that left it."""
+        extra = [s for n, s in self.previous_shards.items() if n not in self.shards]
+        return [*self.shards.values(), *extra]
 
     def is_ejected(self, shard: Shard) -> bool:
         if self._eject_seconds is None:
@@ -144,7 +165,7 @@ class Router:
         """A backend for ``alias`` uses this router: its shards name it in their logs."""
         if alias not in self.aliases:
             self.aliases = sorted({*self.aliases, alias})
-            for shard in self.shards.values():
+            for shard in self.every_shard():
                 shard.cache = "|".join(self.aliases)
 
     def close(self) -> None:
@@ -155,7 +176,7 @@ class Router:
             forget(self)
         if self.bus is not None:
             self.bus.stop()
-        for shard in self.shards.values():
+        for shard in self.every_shard():
             shard.close()
 
 

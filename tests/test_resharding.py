@@ -1,0 +1,211 @@
+"""Migration mode (PREVIOUS_LOCATION) on real Redis: a ring change without a cold cache."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+import redis
+from django.core.exceptions import ImproperlyConfigured
+
+from hacache import resharding
+from hacache.topology import Topology, free_port
+from tests.conftest import DELIVERY, make_cache, running, until
+
+N = 600
+
+
+@pytest.fixture(scope="module")
+def four(tmp_path_factory) -> Iterator[Topology]:
+    yield from running(Topology(tmp_path_factory.mktemp("four"), shards=4))
+
+
+@pytest.fixture
+def urls(four) -> list[str]:
+    for url in four.master_urls():
+        redis.Redis.from_url(url.split("?")[0]).flushdb()
+    return four.master_urls()
+
+
+def params(location, previous=None, **options) -> dict:
+    if previous is not None:
+        options["PREVIOUS_LOCATION"] = previous
+    return {"LOCATION": location, "KEY_PREFIX": "r", "OPTIONS": options}
+
+
+def client(cache, shard) -> redis.Redis:
+    return redis.Redis(**shard.spec.connection_kwargs)
+
+
+def raw_on(cache, shard, key) -> bytes | None:
+    return client(cache, shard).get(cache.make_key(key))
+
+
+def moved_keys(cache, count=N) -> list[str]:
+    router = cache._router
+    return [f"k{i}" for i in range(count) if router.previous_owner(cache.make_key(f"k{i}"))]
+
+
+def test_adding_a_shard_keeps_every_key_readable(urls):
+    before = make_cache(params(urls[:3]))
+    before.set_many({f"k{i}": i for i in range(N)}, timeout=500)
+    plain = make_cache(params(urls))
+    hits_without = len(plain.get_many([f"k{i}" for i in range(N)]))
+    assert 0.5 * N < hits_without < 0.9 * N  # about 3/4: the quarter that moved misses
+    after = make_cache(params(urls, urls[:3]))
+    half = N // 2
+    assert after.get_many([f"k{i}" for i in range(half)]) == {f"k{i}": i for i in range(half)}
+    assert all(after.get(f"k{i}") == i for i in range(half, N))
+    # Each moved key is now on its new owner too, with the lifetime it had.
+    assert len(plain.get_many([f"k{i}" for i in range(N)])) == N
+    moved = moved_keys(after)
+    assert moved and all(490 <= plain.ttl(k) <= 500 for k in moved[:20])
+
+
+def test_a_read_costs_nothing_more_for_keys_that_did_not_move(urls, monkeypatch):
+    after = make_cache(params(urls, urls[:3]))
+    stay = next(
+        f"s{i}" for i in range(100) if not after._router.previous_owner(after.make_key(f"s{i}"))
+    )
+    moved = next(
+        f"m{i}" for i in range(100) if after._router.previous_owner(after.make_key(f"m{i}"))
+    )
+    ops = []
+    run = after._router.run
+    monkeypatch.setattr(after, "_run", lambda op: ops.append(op) or run(op))
+    assert after.get(stay) is None
+    assert len(ops) == 1  # just the miss
+    ops.clear()
+    assert after.get(moved) is None
+    assert len(ops) == 2  # the miss, then one pipeline to the previous owner
+
+
+def test_a_copy_never_replaces_a_newer_value(urls):
+    after = make_cache(params(urls, urls[:3]))
+    key = moved_keys(after)[0]
+    made = after.make_key(key)
+    old_owner = after._router.previous_owner(made)
+    client(after, old_owner).set(made, b"1")  # the old value, still on the previous owner
+    new_owner = after._router.shard_for(made)
+    client(after, new_owner).set(made, b"2")  # written there after this process missed
+    assert after._drive(resharding._from_previous(after, [made])) == {made: 2}
+    assert raw_on(after, new_owner, key) == b"2"
+
+
+def test_writes_and_deletes_remove_the_previous_copy(urls):
+    before = make_cache(params(urls[:3]))
+    after = make_cache(params(urls, urls[:3]))
+    keys = moved_keys(after, 200)[:6]
+    before.set_many(dict.fromkeys(keys, "old"))
+    a, b, c, d, e, f = keys
+    after.set(a, "new")
+    after.delete(b)
+    after.set_many({c: "new"})
+    after.delete_many([d])
+    assert before.get_many(keys) == {e: "old", f: "old"}  # gone from the previous owners
+    assert after.get(a) == "new" and after.get(c) == "new"
+    assert after.get(b) is None and after.get(d) is None  # and never read back from there
+    assert after.delete(e) is True  # existed (on the previous owner)
+    assert after.get(e) is None and not after.has_key(e)
+
+
+def test_calls_that_need_the_key_see_the_previous_owners(urls):
+    before = make_cache(params(urls[:3]))
+    after = make_cache(params(urls, urls[:3]))
+    a, b, c, d, e = moved_keys(after, 200)[:5]
+    before.set_many({a: 1, b: 1, c: 1, d: 1, e: 1}, timeout=100)
+    assert after.add(a, 2) is False and after.get(a) == 1
+    assert after.incr(b, 5) == 6
+    assert after.touch(c, 50) is True and 48 <= after.ttl(c) <= 50
+    assert after.incr_version(d) == 2 and after.get(d, version=2) == 1
+    assert after.get(d) is None
+    assert 90 <= after.ttl(e) <= 100 and after.has_key(e)
+    assert after.set(e, 9, nx=True) is False
+
+
+def test_removing_a_shard_reads_through_and_clears_it(urls):
+    before = make_cache(params(urls))
+    before.set_many({f"k{i}": i for i in range(N)})
+    after = make_cache(params(urls[:3], urls))
+    assert after.get_many([f"k{i}" for i in range(N)]) == {f"k{i}": i for i in range(N)}
+    leaving = after._router.previous_shards["shard3"]
+    before.set_many({"p:1": 1, "p:2": 2})  # some of them on the leaving shard
+    assert after.delete_pattern("p:*") == 2
+    assert after.keys("p:*") == []
+    assert after.clear() is True
+    assert client(after, leaving).dbsize() == 0  # cleared too: nothing to read back
+
+
+def test_an_unreachable_previous_shard_reads_as_empty(urls, caplog):
+    dead = f"redis://127.0.0.1:{free_port()}/0?name=gone"
+    after = make_cache(params(urls[:3], [*urls[:3], dead], SOCKET_CONNECT_TIMEOUT=0.2))
+    key = next(k for k in (f"k{i}" for i in range(200))
+               if after._router.previous_owner(after.make_key(k)))  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="hacache.resharding"):
+        assert after.get(key, "dflt") == "dflt"
+        after.set(key, 1)
+    assert after.get(key) == 1
+    assert "previous shard 'gone' unreachable" in caplog.text
+
+
+def test_copies_made_here_when_the_servers_cannot_reach_each_other(urls, monkeypatch):
+    before = make_cache(params(urls[:3]))
+    after = make_cache(params(urls, urls[:3]))
+    key = moved_keys(after)[0]
+    before.set(key, "v", timeout=100)
+    closed = free_port()
+    monkeypatch.setattr(resharding, "_copy_command",
+                        lambda target, k, t: ("MIGRATE", "127.0.0.1", closed, "", 0, t, "COPY",
+                                              "KEYS", k))  # fmt: skip
+    assert after.get(key) == "v"
+    new_owner = after._router.shard_for(after.make_key(key))
+    assert raw_on(after, new_owner, key) is not None
+    assert 95 <= client(after, new_owner).ttl(after.make_key(key)) <= 100
+
+
+async def test_async_twins(urls):
+    before = make_cache(params(urls[:3]))
+    after = make_cache(params(urls, urls[:3]))
+    a, b = moved_keys(after)[:2]
+    before.set_many({a: 1, b: 2})
+    assert await after.aget(a) == 1
+    assert await after.aget_many([a, b]) == {a: 1, b: 2}
+    await after.adelete(b)
+    assert before.get(b) is None and await after.aget(b) is None
+
+
+def test_near_caches_stay_coherent_across_both_rings(urls, remote_factory):
+    before = make_cache(params(urls[:3]))
+    conf = params(urls, urls[:3], NEAR_CACHE=True)
+    conf["BACKEND"] = "hacache.HACache"
+    local = make_cache(conf)
+    local._router.bus.listen()
+    assert local._router.near.wait_trusted(DELIVERY)
+    key = moved_keys(local)[0]
+    before.set(key, "old")
+    remote = remote_factory(conf)
+    assert remote("get", key) == "old"
+    local.set(key, "new")
+    assert until(lambda: remote("get", key) == "new", DELIVERY)
+    local.delete(key)
+    assert until(lambda: remote("get", key) is None, DELIVERY)
+
+
+def test_without_previous_location_nothing_is_replaced(urls):
+    cache = make_cache(params(urls))
+    assert "get" not in vars(cache) and cache._router.previous_ring is None
+
+
+@pytest.mark.parametrize(
+    ("previous", "match"),
+    [
+        (["redis://127.0.0.1:1"], r"PREVIOUS_LOCATION.*same shards as LOCATION"),
+        (["redis://127.0.0.2:1?name=127.0.0.1:1"], r"PREVIOUS_LOCATION.*same server"),
+        (["http://x"], r"PREVIOUS_LOCATION"),
+        (["redis://a:1?name=x", "redis://b:1?name=x"], r"PREVIOUS_LOCATION.*given twice"),
+    ],
+)
+def test_bad_previous_location_names_the_setting(previous, match):
+    with pytest.raises(ImproperlyConfigured, match=match):
+        make_cache(params(["redis://127.0.0.1:1"], previous))
