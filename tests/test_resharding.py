@@ -10,6 +10,7 @@ import redis
 from django.core.exceptions import ImproperlyConfigured
 
 from hacache import resharding
+from hacache.mover import Mover, key_pattern
 from hacache.topology import Topology, free_port
 from tests.conftest import DELIVERY, make_cache, running, until
 
@@ -209,3 +210,79 @@ def test_without_previous_location_nothing_is_replaced(urls):
 def test_bad_previous_location_names_the_setting(previous, match):
     with pytest.raises(ImproperlyConfigured, match=match):
         make_cache(params(["redis://127.0.0.1:1"], previous))
+
+
+# -- the mover -------------------------------------------------------------------------------
+
+
+def test_the_mover_moves_every_moved_key_once_keeping_ttls_and_newer_values(urls):
+    before = make_cache(params(urls[:3]))
+    before.set_many({f"k{i}": i for i in range(N)}, timeout=500)
+    before.hset("h", "f", "v")
+    before.sadd("s", 1, 2)
+    after = make_cache(params(urls, urls[:3]))
+    moved = moved_keys(after)
+    newer = moved[0]
+    plain = make_cache(params(urls))
+    plain.set(newer, "newer")  # written on the new owner since the change
+    mover = Mover(after._router, key_pattern(after), batch=50)
+    assert mover.left_to_move() == len(moved) + sum(
+        bool(after._router.previous_owner(after.make_key(k))) for k in ("h", "s")
+    )
+    summary = mover.run()
+    assert summary.left_to_move == 0 and summary.as_dict()["previous_location_removable"]
+    assert summary.moved + sum(s.kept_newer for s in summary.shards) == mover_total(after, moved)
+    # Every key readable without the previous ring now, lifetimes and the newer value kept.
+    assert plain.get_many([f"k{i}" for i in range(N)]) == {
+        **{f"k{i}": i for i in range(N)},
+        newer: "newer",
+    }
+    assert all(490 <= plain.ttl(k) <= 500 for k in moved[1:20])
+    assert plain.hget("h", "f") == "v" and plain.smembers("s") == {1, 2}
+    for shard in after._router.previous_shards.values():  # nothing left behind
+        for key in moved:
+            made = after.make_key(key)
+            if after._router.previous_owner(made) is shard:
+                assert client(after, shard).exists(made) == 0
+
+
+def mover_total(cache, moved) -> int:
+    structures = sum(bool(cache._router.previous_owner(cache.make_key(k))) for k in ("h", "s"))
+    return len(moved) + structures
+
+
+def test_the_mover_resumes_after_an_interrupt(urls):
+    before = make_cache(params(urls[:3]))
+    before.set_many({f"k{i}": i for i in range(N)})
+    after = make_cache(params(urls, urls[:3]))
+    moved = moved_keys(after)
+    mover = Mover(after._router, key_pattern(after), batch=20)
+    batches = []
+
+    def interrupt(progress):
+        batches.append(progress.shard)
+        if len(batches) == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        mover.run(on_batch=interrupt)
+    first = make_cache(params(urls)).get_many(moved)
+    assert 0 < len(first) < len(moved)  # part of the work was done
+    resumed = Mover(after._router, key_pattern(after), batch=20)
+    scanned = []
+    summary = resumed.run(on_batch=lambda p: scanned.append(p.scanned))
+    assert summary.left_to_move == 0
+    assert make_cache(params(urls)).get_many(moved) == {k: int(k[1:]) for k in moved}
+    total_scanned = sum(s.scanned for s in summary.shards)
+    assert total_scanned <= N + 100  # resumed from the saved cursor, not from the start
+
+
+def test_the_mover_keeps_to_its_rate(urls):
+    before = make_cache(params(urls[:3]))
+    before.set_many({f"k{i}": i for i in range(300)})
+    after = make_cache(params(urls, urls[:3]))
+    mover = Mover(after._router, key_pattern(after), batch=50, rate=1000)
+    summary = mover.run()
+    scanned = sum(s.scanned for s in summary.shards)
+    assert scanned >= 300
+    assert summary.seconds >= (scanned - 50) / 1000  # on average at most 1000 keys/s
