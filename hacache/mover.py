@@ -5,9 +5,13 @@ Invariants:
 
 - each previous shard is walked with ``SCAN`` on its master; a key is moved only from the
   shard that owned it in the previous ring, to the shard that owns it now;
-- a move is ``DUMP`` + ``PTTL`` there, ``RESTORE`` (with the lifetime left, never ``REPLACE``)
-  on the new owner, then ``DEL`` there: a value already on the new owner was written since the
-  change and is newer, so it is kept and the old copy dropped. Any type moves (hashes, sets...);
+- a move is ``DUMP`` + ``PTTL`` there, then ``RESTORE`` (with the lifetime left, never
+  ``REPLACE``) on the new owner: a value already on the new owner was written since the change
+  and is newer, so it is kept. Any type moves (hashes, sets...);
+- each shard is walked twice: the first pass only copies, the second copies what is new and
+  deletes the old copies. So while the mover runs, a moved key is always on its new owner before
+  its old copy goes, and a read never misses it in between (migration mode reads the new owner
+  first, then the previous one);
 - progress (the cursor and counts) is saved on each shard after every batch, so an interrupted
   run resumes where it stopped, from any host; a finished shard is not walked again;
 - the rate limit (keys scanned per second) is kept on average, by sleeping between batches;
@@ -42,7 +46,8 @@ class ShardProgress:
     cursor: int = 0
     scanned: int = 0
     moved: int = 0
-    kept_newer: int = 0  # the new owner already had a value: the old copy was dropped
+    kept_newer: int = 0  # the new owner already had a value: that one was kept
+    deleting: bool = False  # the second pass: old copies are deleted
     done: bool = False
 
 
@@ -149,15 +154,17 @@ class Mover:
                 continue
             replies = self.router.run(Op([(target, restores)], lambda r: r[0]))
             for reply in replies:
-                if isinstance(reply, Exception):
-                    if "BUSYKEY" not in str(reply):
-                        raise reply
-                    progress.kept_newer += 1
-                else:
+                if not isinstance(reply, Exception):
                     progress.moved += 1
-            self.router.run(Op([(shard, [("DEL", *restored)])], lambda r: _ok(r[0][0])))
+                elif "BUSYKEY" not in str(reply):
+                    raise reply
+                elif not progress.deleting:  # (the second pass finds its own first copies)
+                    progress.kept_newer += 1
+            if progress.deleting:
+                self.router.run(Op([(shard, [("DEL", *restored)])], lambda r: _ok(r[0][0])))
         progress.cursor = cursor
-        progress.done = cursor == 0
+        if cursor == 0:
+            progress.done, progress.deleting = progress.deleting, True
         return len(keys)
 
     # -- saved progress, on each shard ---------------------------------------------------------
@@ -165,9 +172,11 @@ class Mover:
     def _load(self, shard: Shard) -> ShardProgress:
         saved = self.router.run(Op([(shard, [("HGETALL", self.state_key)])], lambda r: r[0][0]))
         fields = {saved[i].decode(): int(saved[i + 1]) for i in range(0, len(saved), 2)}
-        return ShardProgress(shard.name, fields.get("cursor", 0), fields.get("scanned", 0),
-                             fields.get("moved", 0), fields.get("kept_newer", 0),
-                             bool(fields.get("done", 0)))  # fmt: skip
+        progress = ShardProgress(shard.name)
+        for name, value in asdict(progress).items():
+            if name in fields:
+                setattr(progress, name, type(value)(fields[name]))
+        return progress
 
     def _save(self, shard: Shard, progress: ShardProgress) -> None:
         fields = [item for name, value in asdict(progress).items() if name != "shard"
