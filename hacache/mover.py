@@ -141,6 +141,15 @@ class Mover:
         cursor, keys = self._scan(shard, progress.cursor)
         progress.scanned += len(keys)
         for target, group in self._to_move(shard, keys).items():
+            if progress.deleting:  # most were copied by the first pass: only delete those
+                there = self.router.run(Op([(target, [("EXISTS", k) for k in group])],
+                                           lambda r: r[0]))  # fmt: skip
+                copied = [k for k, n in zip(group, there, strict=True) if _ok(n)]
+                if copied:
+                    self.router.run(Op([(shard, [("DEL", *copied)])], lambda r: _ok(r[0][0])))
+                group = [k for k, n in zip(group, there, strict=True) if not _ok(n)]
+                if not group:
+                    continue
             commands = [c for key in group for c in (("DUMP", key), ("PTTL", key))]
             dumps = self.router.run(Op([(shard, commands)], lambda r: r[0]))
             restores, restored = [], []
@@ -158,7 +167,7 @@ class Mover:
                     progress.moved += 1
                 elif "BUSYKEY" not in str(reply):
                     raise reply
-                elif not progress.deleting:  # (the second pass finds its own first copies)
+                else:
                     progress.kept_newer += 1
             if progress.deleting:
                 self.router.run(Op([(shard, [("DEL", *restored)])], lambda r: _ok(r[0][0])))
