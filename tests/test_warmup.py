@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 import redis
+from django.apps import apps
 from django.core.cache import caches
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.test import Client
 
 from hacache import progress, warmup
 from hacache.router import Router
@@ -24,7 +26,7 @@ from tests.conftest import cache_params
 
 @pytest.fixture(autouse=True)
 def registry(monkeypatch: pytest.MonkeyPatch) -> dict:
-    """An empty registry per test."""
+    """An empty registry per test (the demo app registers its own warm-up at start-up)."""
     fresh: dict = {}
     monkeypatch.setattr(warmup, "_registry", fresh)
     return fresh
@@ -96,6 +98,15 @@ def test_register_as_decorator_and_call_again_is_idempotent(registry):
         warmup.register(pages2, name="x", total=-1)
     warmup.unregister("pages")
     assert warmup.registered("default") == []
+
+
+def test_the_demo_apps_ready_registers_once(registry):
+    config = apps.get_app_config("testproject")
+    config.ready()
+    config.ready()  # Django may run it twice (tests, autoreload): no error, one entry
+    (found,) = warmup.registered()
+    assert (found.alias, found.name, found.timeout, found.total) == ("default", "fragments", 60,
+                                                                     1000)  # fmt: skip
 
 
 def test_hacache_exports_the_registration_api():
@@ -284,6 +295,14 @@ def test_the_rate_limit_holds(params, monkeypatch):
     # Counts over time, not a tight timing: 600 keys at 1000/s take at least 0.6 s.
     assert summary["seconds"] >= 0.6 * 0.95
     assert summary["functions"][0]["rate"] <= 1000 * 1.05
+
+
+def test_the_demo_warm_up_makes_fragments_hits(hacache_caches):
+    apps.get_app_config("testproject").ready()
+    code, out, _ = warm("--only", "fragments")
+    assert code == 0 and "1,000 keys written" in out
+    body = Client().get("/fragments/?n=50").json()
+    assert (body["hits"], body["misses"]) == (50, 0)
 
 
 def test_no_warm_ups_is_not_an_error(params):
