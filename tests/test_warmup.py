@@ -99,6 +99,15 @@ def test_register_as_decorator_and_call_again_is_idempotent(registry):
     warmup.unregister("pages")
     assert warmup.registered("default") == []
 
+    def ready() -> None:  # a warm-up defined in ready(): a new function object each time
+        @warmup.register(alias="r")
+        def inner():
+            return {}
+
+    ready()
+    ready()
+    assert [w.name for w in warmup.registered("r")] == ["inner"]
+
 
 def test_the_demo_apps_ready_registers_once(registry):
     config = apps.get_app_config("testproject")
