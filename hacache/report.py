@@ -1,4 +1,5 @@
-"""Readable, aligned text for ``manage.py hacache``, from ``inspection``'s results.
+"""Readable, aligned text for ``manage.py hacache``, from ``inspection``'s and ``warmup``'s
+results.
 
 Only formats: it asks nothing of Redis. What it prints comes from the result dataclasses,
 which hold addresses and names, never a password.
@@ -7,8 +8,12 @@ which hold addresses and names, never a password.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from hacache.inspection import Location, RingShare, ShardStatus
+
+if TYPE_CHECKING:
+    from hacache.warmup import WarmReport, WarmUp
 
 BAR_WIDTH = 40
 
@@ -117,3 +122,65 @@ def locate_text(found: Location) -> str:
     if found.error:
         rows.append(["error", found.error])
     return "\n".join(table([["", ""], *rows])[1:])
+
+
+def _timeout(timeout: object) -> str:
+    from django.core.cache.backends.base import DEFAULT_TIMEOUT
+
+    if timeout is DEFAULT_TIMEOUT:
+        return "alias's"
+    return "never" if timeout is None else f"{timeout} s"
+
+
+def warmups_text(warmups: list[WarmUp]) -> str:
+    if not warmups:
+        return "No warm-ups registered (hacache.warmup.register)."
+    rows: list[list[object]] = [["alias", "warm-up", "order", "timeout", "version", "total",
+                                 "function"]]  # fmt: skip
+    for w in warmups:
+        total = "callable" if callable(w.total) else w.total
+        rows.append([w.alias, w.name, w.order, _timeout(w.timeout), w.version, total, w.where])
+    return "\n".join(table(rows))
+
+
+def warm_text(report: WarmReport) -> str:
+    rows: list[list[object]] = [["alias", "warm-up", "keys", "failed", "seconds", "keys/s",
+                                 "status"]]  # fmt: skip
+    for r in report.results:
+        ran = r.status != "not run"
+        rows.append([
+            r.alias, r.name, f"{r.keys:,}" if ran else None, f"{r.failed:,}" if ran else None,
+            f"{r.seconds:.2f}" if ran else None, f"{r.rate:,.0f}" if ran else None, r.status,
+        ])  # fmt: skip
+    shards: dict[str, int] = {}
+    for r in report.results:
+        for name, n in r.shards.items():
+            shards[name] = shards.get(name, 0) + n
+    per_shard = ", ".join(f"{name} {n:,}" for name, n in sorted(shards.items()))
+    done = (
+        f"dry run, nothing written: {report.keys:,} keys would be written"
+        if report.dry_run
+        else f"{report.keys:,} keys written in {report.seconds:.2f} s"
+    )
+    lines = [*table(rows), done + (f" ({per_shard})" if per_shard else "")]
+    for r in report.results:
+        if r.failed:
+            shown = ", ".join(r.failed_keys) + (", ..." if r.failed > len(r.failed_keys) else "")
+            lines.append(f"{r.alias}/{r.name}: {r.failed:,} keys not stored: {shown}")
+        if r.error:
+            lines.append(f"{r.alias}/{r.name} stopped: {r.error}")
+    if report.interrupted:
+        lines.append("interrupted (Ctrl-C): the warm-ups marked 'not run' did not start")
+    return "\n".join(lines)
+
+
+def warmup_dict(w: WarmUp) -> dict[str, object]:
+    """A registered warm-up for ``warm --list --json``."""
+    from django.core.cache.backends.base import DEFAULT_TIMEOUT
+
+    return {
+        "alias": w.alias, "name": w.name, "order": w.order,
+        "timeout": "alias" if w.timeout is DEFAULT_TIMEOUT else w.timeout,
+        "version": w.version, "total": "callable" if callable(w.total) else w.total,
+        "function": w.where,
+    }  # fmt: skip

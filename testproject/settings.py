@@ -51,8 +51,9 @@ DEBUG = os.environ.get("DJANGO_DEBUG", "").lower() in {"1", "true", "yes", "on"}
 ALLOWED_HOSTS = ["*"]
 
 # The cache session engine, {% load cache %} and JSON views need no contrib apps at all;
-# the hacache app makes a bad CACHES entry fail at start-up rather than on the first request.
-INSTALLED_APPS: list[str] = ["hacache"]
+# the hacache app makes a bad CACHES entry fail at start-up rather than on the first request;
+# the demo's own app registers its warm-up (``manage.py hacache warm``).
+INSTALLED_APPS: list[str] = ["hacache", "testproject.apps.DemoConfig"]
 DATABASES: dict[str, Any] = {}
 
 MIDDLEWARE = [

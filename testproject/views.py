@@ -10,6 +10,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Iterator
 from functools import cached_property
 from typing import Any
 
@@ -115,6 +116,22 @@ def slow(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"value": value, "computed": computed})
 
 
+def fragment_key(i: int) -> str:
+    return f"fragment:{i}"
+
+
+def render_fragment(key: str) -> str:
+    return f"<section>{key} rendered at {time.time():.6f}</section>"
+
+
+def warm_fragments() -> Iterator[tuple[str, str]]:
+    """Every fragment ``/fragments/`` can ask for, rendered ahead (``manage.py hacache warm``;
+    registered in ``testproject.apps``)."""
+    for i in range(MAX_FRAGMENTS):
+        key = fragment_key(i)
+        yield key, render_fragment(key)
+
+
 @require_GET
 @never_cache
 def fragments(request: HttpRequest) -> JsonResponse:
@@ -126,13 +143,9 @@ def fragments(request: HttpRequest) -> JsonResponse:
     if not 1 <= n <= MAX_FRAGMENTS:
         return JsonResponse({"error": f"n must be between 1 and {MAX_FRAGMENTS}"}, status=400)
 
-    keys = [f"fragment:{i}" for i in range(n)]
+    keys = [fragment_key(i) for i in range(n)]
     found = cache.get_many(keys)
-    missing = {
-        key: f"<section>{key} rendered at {time.time():.6f}</section>"
-        for key in keys
-        if key not in found
-    }
+    missing = {key: render_fragment(key) for key in keys if key not in found}
     failed = cache.set_many(missing, timeout=FRAGMENT_TIMEOUT) if missing else []
     parts = {**found, **missing}
     return JsonResponse(

@@ -1,7 +1,8 @@
-"""``manage.py hacache status|ring|locate KEY|flush-near``: look at a hacache alias.
+"""``manage.py hacache status|ring|locate KEY|flush-near|warm``: look at a hacache alias, warm it.
 
-Thin on purpose: the questions are ``hacache.inspection``'s, the text ``hacache.report``'s.
-``status`` exits 1 when any shard's master is unreachable.
+Thin on purpose: the questions are ``hacache.inspection``'s, the warm-ups ``hacache.warmup``'s,
+the text ``hacache.report``'s. ``status`` exits 1 when any shard's master is unreachable;
+``warm`` exits 1 when a warm-up raised or keys were not stored, 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from hacache import inspection, report
+from hacache import inspection, progress, report, warmup
 
 
 class Command(BaseCommand):
-    help = "Inspect a hacache cache alias: status, ring, locate KEY, flush-near."
+    help = "Inspect a hacache cache alias: status, ring, locate KEY, flush-near; warm it."
 
     def add_arguments(self, parser: Any) -> None:
-        parser.add_argument("--alias", default="default", help="CACHES alias (default: default)")
+        parser.add_argument("--alias", default=None, help="CACHES alias (default: default)")
         parser.add_argument("--json", action="store_true", help="print JSON, for scripts")
         sub = parser.add_subparsers(dest="action", required=True)
         sub.add_parser("status", help="every shard's servers, Sentinel's view, breakers")
@@ -33,14 +34,21 @@ class Command(BaseCommand):
             "flush-near",
             help="empty THIS process's near-cache (other processes are not affected)",
         )
+        warm = sub.add_parser("warm", help="run the registered warm-up functions")
+        warm.add_argument("--alias", dest="warm_alias", help="only this alias's (default: all)")
+        warm.add_argument("--only", nargs="+", action="extend", default=[], metavar="NAME")
+        warm.add_argument("--batch", type=int, default=warmup.BATCH, help="keys per set_many")
+        warm.add_argument("--rate", type=float, metavar="KEYS_PER_S", help="at most, overall")
+        warm.add_argument("--dry-run", action="store_true", help="run them, write nothing")
+        warm.add_argument("--list", action="store_true", dest="list_only", help="only list them")
+        warm.add_argument("--json", action="store_true", dest="warm_json", help="JSON summary")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        alias = options["alias"]
-        if alias not in settings.CACHES:
-            raise CommandError(f"no cache alias {alias!r} in CACHES")
-        if not any(a == alias for a, _ in inspection_aliases()):
-            raise CommandError(f"CACHES[{alias!r}] is not a hacache backend")
         action = options["action"]
+        if action == "warm":
+            return self._warm(options)
+        alias = options["alias"] or "default"
+        _check_alias(alias)
         as_json = options["json"]
         if action == "status":
             shards = inspection.status(alias)
@@ -81,8 +89,46 @@ class Command(BaseCommand):
                 "invalidation, or within NEAR_CACHE_TTL."
             )
 
+    def _warm(self, options: dict[str, Any]) -> None:
+        alias = options["warm_alias"] or options["alias"]
+        as_json = options["json"] or options["warm_json"]
+        if options["batch"] < 1 or (options["rate"] is not None and options["rate"] <= 0):
+            raise CommandError("--batch must be at least 1 and --rate above 0")
+        try:
+            chosen = warmup.select(alias, options["only"])
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        for name in sorted({w.alias for w in chosen} | ({alias} if alias else set())):
+            _check_alias(name)
+        if options["list_only"]:
+            if as_json:
+                self._json([report.warmup_dict(w) for w in chosen])
+            else:
+                self.stdout.write(report.warmups_text(chosen))
+            return
+        shown = progress.for_stream(self.stderr, quiet=as_json)
+        done = warmup.run(
+            chosen, batch=options["batch"], rate=options["rate"], dry_run=options["dry_run"],
+            progress=shown,
+        )  # fmt: skip
+        if as_json:
+            self._json(done.as_dict())
+        else:
+            self.stdout.write(report.warm_text(done) if chosen else report.warmups_text(chosen))
+        if done.interrupted:
+            raise SystemExit(130)
+        if not done.ok:
+            raise SystemExit(1)
+
     def _json(self, data: Any) -> None:
         self.stdout.write(json.dumps(data, indent=2))
+
+
+def _check_alias(alias: str) -> None:
+    if alias not in settings.CACHES:
+        raise CommandError(f"no cache alias {alias!r} in CACHES")
+    if not any(a == alias for a, _ in inspection_aliases()):
+        raise CommandError(f"CACHES[{alias!r}] is not a hacache backend")
 
 
 def inspection_aliases() -> list[tuple[str, Any]]:
