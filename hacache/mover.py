@@ -84,17 +84,20 @@ class Mover:
         digest = hashlib.sha1(repr((rings, pattern)).encode()).hexdigest()[:12]
         self.state_key = STATE_PREFIX + digest  # one per (ring change, pattern)
 
-    def run(self, on_batch: Callable[[ShardProgress], None] | None = None,
+    def run(self, on_batch: Callable[[ShardProgress, int], None] | None = None,
             restart: bool = False) -> Summary:  # fmt: skip
+        """Both passes over every previous shard; ``on_batch(progress, keys_scanned)`` after
+        each batch (its progress already saved)."""
         started = time.monotonic()
         shards, scanned = [], 0
         for shard in self.router.previous_shards.values():
             progress = ShardProgress(shard.name) if restart else self._load(shard)
             while not progress.done:
-                scanned += self._step(shard, progress)
+                step = self._step(shard, progress)
+                scanned += step
                 self._save(shard, progress)
                 if on_batch is not None:
-                    on_batch(progress)
+                    on_batch(progress, step)
                 self._throttle(started, scanned)
             shards.append(progress)
         return Summary(shards, time.monotonic() - started, self.left_to_move())

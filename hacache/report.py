@@ -1,5 +1,5 @@
-"""Readable, aligned text for ``manage.py hacache``, from ``inspection``'s and ``warmup``'s
-results.
+"""Readable, aligned text for ``manage.py hacache``, from ``inspection``'s, ``warmup``'s and
+``mover``'s results.
 
 Only formats: it asks nothing of Redis. What it prints comes from the result dataclasses,
 which hold addresses and names, never a password.
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from hacache.inspection import Location, RingShare, ShardStatus
 
 if TYPE_CHECKING:
+    from hacache.mover import Summary
     from hacache.warmup import WarmReport, WarmUp
 
 BAR_WIDTH = 40
@@ -184,3 +185,25 @@ def warmup_dict(w: WarmUp) -> dict[str, object]:
         "version": w.version, "total": "callable" if callable(w.total) else w.total,
         "function": w.where,
     }  # fmt: skip
+
+
+def reshard_left_text(alias: str, left: int) -> str:
+    if left == 0:
+        return (f"No key of {alias!r} is left on a previous owner: PREVIOUS_LOCATION can be "
+                "removed from its OPTIONS.")  # fmt: skip
+    return (f"{left:,} key(s) of {alias!r} still live on a previous owner: run "
+            "`manage.py hacache reshard`.")  # fmt: skip
+
+
+def reshard_text(alias: str, summary: Summary) -> str:
+    rows = [("shard", "scanned", "moved", "kept newer")]
+    rows += [(s.shard, f"{s.scanned:,}", f"{s.moved:,}", f"{s.kept_newer:,}")
+             for s in summary.shards]  # fmt: skip
+    rate = summary.moved / summary.seconds if summary.seconds > 0 else 0.0
+    lines = [*table(rows),
+             f"{summary.moved:,} keys moved in {summary.seconds:.1f} s ({rate:,.0f} keys/s).",
+             reshard_left_text(alias, summary.left_to_move)]  # fmt: skip
+    if summary.left_to_move:
+        lines.append("Keys still arrive on previous owners: is a process still running with "
+                     "the old LOCATION?")  # fmt: skip
+    return "\n".join(lines)

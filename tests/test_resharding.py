@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from io import StringIO
 
 import pytest
 import redis
 from django.core.exceptions import ImproperlyConfigured
+from django.core.management import CommandError, call_command
 
 from hacache import resharding
 from hacache.mover import Mover, key_pattern
 from hacache.topology import Topology, free_port
-from tests.conftest import DELIVERY, make_cache, running, until
+from tests.conftest import DELIVERY, REPO, make_cache, running, until
 
 N = 600
 
@@ -259,7 +265,7 @@ def test_the_mover_resumes_after_an_interrupt(urls):
     mover = Mover(after._router, key_pattern(after), batch=20)
     batches = []
 
-    def interrupt(progress):
+    def interrupt(progress, scanned):
         batches.append(progress.shard)
         if len(batches) == 5:
             raise KeyboardInterrupt
@@ -273,7 +279,7 @@ def test_the_mover_resumes_after_an_interrupt(urls):
     saved = resumed._load(interrupted)
     assert saved.cursor != 0 and saved.scanned > 0  # where it stopped, saved on the shard
     first = []
-    summary = resumed.run(on_batch=lambda p: first.append(p.scanned) if not first else None)
+    summary = resumed.run(on_batch=lambda p, n: first.append(p.scanned) if not first else None)
     assert first[0] > saved.scanned  # went on from there, not from the start
     assert summary.left_to_move == 0
     assert make_cache(params(urls)).get_many(moved) == {k: int(k[1:]) for k in moved}
@@ -288,3 +294,67 @@ def test_the_mover_keeps_to_its_rate(urls):
     scanned = sum(s.scanned for s in summary.shards)
     assert scanned >= 300
     assert summary.seconds >= (scanned - 50) / 1000  # on average at most 1000 keys/s
+
+
+# -- manage.py hacache reshard ---------------------------------------------------------------
+
+
+def hacache(*args: str) -> tuple[int, str]:
+    out, err = StringIO(), StringIO()
+    try:
+        call_command("hacache", *args, stdout=out, stderr=err)
+    except SystemExit as exc:
+        return int(exc.code or 0), out.getvalue()
+    return 0, out.getvalue()
+
+
+def test_the_reshard_command_moves_checks_and_says_when_to_drop_the_option(urls, settings):
+    make_cache(params(urls[:3])).set_many({f"k{i}": i for i in range(N)})
+    settings.CACHES = {"default": {"BACKEND": "hacache.HACache", **params(urls, urls[:3])}}
+    status, text = hacache("reshard", "--check")
+    assert status == 1 and "still live on a previous owner" in text
+    status, text = hacache("reshard", "--batch", "100")
+    assert status == 0, text
+    assert "keys moved" in text and "PREVIOUS_LOCATION can be removed" in text
+    status, text = hacache("--json", "reshard", "--check")
+    assert status == 0 and json.loads(text) == {
+        "left_to_move": 0,
+        "previous_location_removable": True,
+    }
+    first = json.loads(hacache("reshard", "--json")[1])
+    again = json.loads(hacache("reshard", "--json")[1])  # done: saved totals, no new pass
+    assert first["moved"] == again["moved"] == len(moved_keys(make_cache(params(urls, urls[:3]))))
+    assert [s["scanned"] for s in first["shards"]] == [s["scanned"] for s in again["shards"]]
+    assert again["previous_location_removable"]
+
+
+def test_reshard_refuses_an_alias_without_previous_location(urls, settings):
+    settings.CACHES = {"default": {"BACKEND": "hacache.HACache", **params(urls)}}
+    with pytest.raises(CommandError, match="no PREVIOUS_LOCATION"):
+        call_command("hacache", "reshard")
+
+
+def test_a_mover_killed_midway_resumes_in_another_process(urls, tmp_path):
+    make_cache(params(urls[:3])).set_many({f"k{i}": i for i in range(N)})
+    caches = {"default": {"BACKEND": "hacache.HACache", **params(urls, urls[:3])}}
+    (tmp_path / "caches.json").write_text(json.dumps(caches))
+    env = {**os.environ, "HACACHE_CACHES_FILE": str(tmp_path / "caches.json")}
+    command = [sys.executable, "manage.py", "hacache", "reshard", "--batch", "10"]
+    slow = subprocess.Popen([*command, "--rate", "200"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    after = make_cache(params(urls, urls[:3]))
+    mover = Mover(after._router, key_pattern(after))
+    first = after._router.previous_shards["shard0"]
+    try:
+        assert until(lambda: mover._load(first).scanned >= 50, 30)
+    finally:
+        slow.kill()  # SIGKILL: no chance to clean up
+        slow.wait(10)
+    saved = mover._load(first)
+    assert not saved.done and saved.cursor != 0
+    done = subprocess.run([*command, "--json"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["previous_location_removable"] is True
+    moved = moved_keys(after)
+    assert make_cache(params(urls)).get_many(moved) == {k: int(k[1:]) for k in moved}

@@ -1,8 +1,10 @@
-"""``manage.py hacache status|ring|locate KEY|flush-near|warm``: look at a hacache alias, warm it.
+"""``manage.py hacache status|ring|locate KEY|flush-near|warm|reshard``: look at a hacache
+alias, warm it, move its keys after a ring change.
 
 Thin on purpose: the questions are ``hacache.inspection``'s, the warm-ups ``hacache.warmup``'s,
-the text ``hacache.report``'s. ``status`` exits 1 when any shard's master is unreachable;
-``warm`` exits 1 when a warm-up raised or keys were not stored, 130 on Ctrl-C.
+the moves ``hacache.mover``'s, the text ``hacache.report``'s. ``status`` exits 1 when any
+shard's master is unreachable; ``warm`` exits 1 when a warm-up raised or keys were not stored;
+``reshard`` exits 1 when keys are left to move; ``warm`` and ``reshard`` exit 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -42,6 +44,15 @@ class Command(BaseCommand):
         warm.add_argument("--dry-run", action="store_true", help="run them, write nothing")
         warm.add_argument("--list", action="store_true", dest="list_only", help="only list them")
         warm.add_argument("--json", action="store_true", dest="warm_json", help="JSON summary")
+        reshard = sub.add_parser("reshard", help="move keys to their owners after a ring change")
+        reshard.add_argument("--batch", type=int, default=500, help="keys per SCAN step")
+        reshard.add_argument("--rate", type=float, metavar="KEYS_PER_S", help="keys scanned/s")
+        reshard.add_argument("--check", action="store_true", help="only count keys left to move")
+        reshard.add_argument("--restart", action="store_true", help="ignore saved progress")
+        reshard.add_argument(
+            "--all-keys", action="store_true", help="every key of the db, not only the alias's"
+        )
+        reshard.add_argument("--json", action="store_true", dest="reshard_json")
 
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
@@ -50,6 +61,8 @@ class Command(BaseCommand):
         alias = options["alias"] or "default"
         _check_alias(alias)
         as_json = options["json"]
+        if action == "reshard":
+            return self._reshard(alias, options, as_json or options["reshard_json"])
         if action == "status":
             shards = inspection.status(alias)
             if as_json:
@@ -118,6 +131,41 @@ class Command(BaseCommand):
         if done.interrupted:
             raise SystemExit(130)
         if not done.ok:
+            raise SystemExit(1)
+
+    def _reshard(self, alias: str, options: dict[str, Any], as_json: bool) -> None:
+        from django.core.cache import caches
+
+        from hacache.mover import Mover, key_pattern
+
+        cache = caches[alias]
+        if cache._router.previous_ring is None:
+            raise CommandError(f"CACHES[{alias!r}] has no PREVIOUS_LOCATION: nothing to move")
+        if options["batch"] < 1 or (options["rate"] is not None and options["rate"] <= 0):
+            raise CommandError("--batch must be at least 1 and --rate above 0")
+        pattern = "*" if options["all_keys"] else key_pattern(cache)
+        mover = Mover(cache._router, pattern, options["batch"], options["rate"])
+        if options["check"]:
+            left = mover.left_to_move()
+            if as_json:
+                self._json({"left_to_move": left, "previous_location_removable": left == 0})
+            else:
+                self.stdout.write(report.reshard_left_text(alias, left))
+            raise SystemExit(1 if left else 0)
+        shown = progress.for_stream(self.stderr, quiet=as_json)
+        shown.start(f"{alias}: reshard", 2 * mover.estimate())  # two passes over every key
+        try:
+            summary = mover.run(lambda _, scanned: shown.advance(scanned), options["restart"])
+        except KeyboardInterrupt:
+            shown.finish("interrupted")
+            self.stdout.write("Interrupted: progress is saved on each shard; run again to resume.")
+            raise SystemExit(130) from None
+        shown.finish()
+        if as_json:
+            self._json(summary.as_dict())
+        else:
+            self.stdout.write(report.reshard_text(alias, summary))
+        if summary.left_to_move:
             raise SystemExit(1)
 
     def _json(self, data: Any) -> None:
