@@ -219,7 +219,7 @@ class Meter:
 
     def after_fork(self) -> None:
         """The parent folds what it counted; the child starts from its own zero."""
-        self.local = threading.local()
+        self.local.__dict__.clear()  # the forking thread's, the only one left: wrappers keep it
         self._all = []
         self._folded = {}
         self._fold_lock = threading.Lock()
