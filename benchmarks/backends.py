@@ -12,6 +12,9 @@ process on the same servers. To keep machine noise fair, each (workload, alias) 
 short slice, the slices are interleaved round-robin (the alias order rotates every round), and
 the reported throughput is the median over rounds. Latencies come from timing every single
 call; the harness's own cost per call is measured and reported so it can be judged.
+``hacache_metrics`` is the 3-shard hacache with ``"METRICS": True``, run in the same rounds, so
+the metrics' cost is its time per call over hacache's (``benchmarks/metrics.py`` counts it in
+CPU instructions, which a busy machine does not blur).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ DEFAULT_JSON = REPO / "benchmarks" / "results" / "backends.json"
 
 # Column order everywhere: the two hacache set-ups first, then the baselines.
 ALIASES = ("hacache", "hacache_1", "django", "django_redis", "django_redis_shard")
+METERED = "hacache_metrics"  # measured with the others, reported in its own table
 
 # (label, numerator alias, denominator alias): hacache on 3 shards against every baseline, and
 # hacache on one server against the single-server baselines (like for like).
@@ -66,6 +70,8 @@ TARGETS = (
     ("set_many(100)", "hc/drs", 10.0),
     ("set_many(100)", "hc/dj", 1.5),
 )
+# What METRICS may cost: (workload, maximum time per call with it on over off).
+METRICS_TARGETS = (("get", 1.03), ("set", 1.03))
 
 SMALL_VALUE = "small-value:" + "x" * 36  # ~64 bytes once pickled
 LARGE_SIZE = 10 * 1024
@@ -354,6 +360,12 @@ def caches_setting(urls: list[str]) -> dict[str, dict[str, Any]]:
         "default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"},
         "hacache": {"BACKEND": "hacache.HACache", "LOCATION": urls, "KEY_PREFIX": "hc"},
         "hacache_1": {"BACKEND": "hacache.HACache", "LOCATION": urls[:1], "KEY_PREFIX": "hc1"},
+        METERED: {
+            "BACKEND": "hacache.HACache",
+            "LOCATION": urls,
+            "KEY_PREFIX": "hcm",
+            "OPTIONS": {"METRICS": True},
+        },
         "django": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": plain[0],
@@ -374,7 +386,8 @@ def caches_setting(urls: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def configure_django(urls: list[str]) -> dict[str, Any]:
-    """Configure Django once and return the cache objects, in ``ALIASES`` order."""
+    """Configure Django once and return the cache objects, in ``ALIASES`` order; METERED right
+    after hacache, so the two run close together in every round."""
     import django
     from django.conf import settings
 
@@ -382,7 +395,7 @@ def configure_django(urls: list[str]) -> dict[str, Any]:
     django.setup()
     from django.core.cache import caches
 
-    return {alias: caches[alias] for alias in ALIASES}
+    return {alias: caches[alias] for alias in ("hacache", METERED, *ALIASES[1:])}
 
 
 def _cpu_model() -> str:
@@ -475,6 +488,18 @@ def report(results: dict[str, Any]) -> str:
     targets = [
         [t["workload"], t["ratio"], f">= {t['minimum']:g}", f"{t['value']:.2f}", t["verdict"]]
         for t in results["targets"]
+    ] + [
+        [t["workload"], "metrics on/off", f"<= {t['maximum']:g}", f"{t['value']:.3f}", t["verdict"]]
+        for t in results["metrics_targets"]
+    ]
+    metered = [
+        [
+            name,
+            f"{rows['hacache']['ops_per_s']:,.0f}",
+            f"{rows[METERED]['ops_per_s']:,.0f}",
+            f"{results['ratios'][name]['metrics on/off']:.3f}",
+        ]
+        for name, rows in per_workload.items()
     ]
     legend = (
         "hc = hacache (3 shards), hc1 = hacache_1 (shard 0 only), dj = django RedisCache, "
@@ -500,6 +525,9 @@ def report(results: dict[str, Any]) -> str:
             _table(["workload", *ALIASES, *ratio_labels], throughput),
             legend,
             noise,
+            f"METRICS: hacache (3 shards) off and on ({METERED}), same rounds; on/off is time "
+            "per call, on over off",
+            _table(["workload", "off calls/s", "on calls/s", "on/off"], metered),
             f"Latency per call, p50 / p99 in microseconds (every call timed; the timing loop "
             f"itself adds ~{config['harness_overhead_ns']:.0f} ns)",
             _table(["workload", *ALIASES], latency),
@@ -513,10 +541,12 @@ def summarise(
     stats: dict[tuple[str, str], PairStats], workloads: Sequence[Workload]
 ) -> dict[str, Any]:
     per_workload = {
-        w.name: {a: stats[w.name, a].summary(w.keys_per_op) for a in ALIASES} for w in workloads
+        w.name: {a: stats[w.name, a].summary(w.keys_per_op) for a in (*ALIASES, METERED)}
+        for w in workloads
     }
     ratios = {
         name: {label: _ratio(rows, num, den) for label, num, den in RATIOS}
+        | {"metrics on/off": _ratio(rows, "hacache", METERED)}  # time per call, on over off
         for name, rows in per_workload.items()
     }
     targets = []
@@ -533,7 +563,25 @@ def summarise(
                     "verdict": "MET" if value >= minimum else "MISSED",
                 }
             )
-    return {"results": per_workload, "ratios": ratios, "targets": targets}
+    metrics_targets = []
+    for workload, maximum in METRICS_TARGETS:
+        if workload in ratios:
+            value = ratios[workload]["metrics on/off"]
+            metrics_targets.append(
+                {
+                    "workload": workload,
+                    "maximum": maximum,
+                    "value": value,
+                    "met": value <= maximum,
+                    "verdict": "MET" if value <= maximum else "MISSED",
+                }
+            )
+    return {
+        "results": per_workload,
+        "ratios": ratios,
+        "targets": targets,
+        "metrics_targets": metrics_targets,
+    }
 
 
 # --------------------------------------------------------------------------- main
@@ -636,7 +684,7 @@ def main(argv: list[str] | None = None) -> int:
                 "caches": caches_setting(urls),
             }
             print(
-                f"benchmarking {len(WORKLOADS)} workloads x {len(ALIASES)} aliases, "
+                f"benchmarking {len(WORKLOADS)} workloads x {len(caches)} aliases, "
                 f"{rounds} rounds of {seconds / rounds:.3g} s per pair ...",
                 file=sys.stderr,
                 flush=True,

@@ -1,80 +1,120 @@
 #!/usr/bin/env python3
-"""What METRICS costs: the same calls with metrics off and on, interleaved, in one run.
+"""What METRICS costs in CPU instructions, client side: steadier than wall clock on a busy VM.
 
-    python benchmarks/metrics.py [--rounds 7] [--calls 20000]
+    python benchmarks/metrics.py [--calls 2000] [--json benchmarks/results/metrics.json]
 
-Starts one throw-away Redis server, builds four caches on it (remote only and with a near-cache,
-each with METRICS off and on), then alternates rounds of remote get, remote set and near-cache
-hits between them, and reports the median time per call and the on/off ratio. Targets: at most
-1.03x on remote get/set, 1.15x on a near-cache hit.
+Starts one throw-away Redis server, then runs a tiny Django process under
+``valgrind --tool=callgrind`` for each of remote get, remote set and near-cache hit, with METRICS
+off and on, once making ``--calls`` calls (ten times as many near hits) and once none. The
+difference over the calls is instructions per call, counted on the calling thread only (the
+subscriber and the metrics folder run on their own). The wall-clock on/off ratios, in the same
+run, are in ``backends.py`` (remote get, set) and ``nearcache.py`` (near hit).
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import json
+import os
+import platform
+import re
+import subprocess
 import sys
 import tempfile
-import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+REPO = Path(__file__).resolve().parent.parent
+WORKLOADS = ("remote get", "remote set", "near hit")
+NEAR_FACTOR = 10  # a near hit is ~10x cheaper: more calls for as many instructions
+
+
+def child(workload: str, state: str, calls: int, url: str) -> None:
+    """Under callgrind: one cache, warmed up, then ``calls`` calls of ``workload``."""
+    sys.path.insert(0, str(REPO))
+    import django
+    from django.conf import settings
+
+    options = {"METRICS": state == "on", "NEAR_CACHE": workload == "near hit"}
+    settings.configure(
+        CACHES={"default": {"BACKEND": "hacache.HACache", "LOCATION": [url], "OPTIONS": options}}
+    )
+    django.setup()
+    from django.core.cache import cache
+
+    if workload == "near hit":
+        cache._router.bus.listen()
+        cache._router.near.wait_trusted(30)
+    call = (lambda: cache.set("k", "v")) if workload == "remote set" else (lambda: cache.get("k"))
+    for _ in range(200):  # the same warm-up whatever ``calls`` is
+        cache.set("k", "v")
+    for _ in range(200):
+        call()
+    for _ in range(calls):
+        call()
+    from hacache.router import close_all_routers
+
+    close_all_routers()
+
+
+def instructions(workload: str, state: str, calls: int, url: str, out: Path) -> int:
+    """Instructions the calling thread ran, from callgrind's per-thread output."""
+    prefix = out / f"{workload.replace(' ', '-')}-{state}-{calls}"
+    subprocess.run(
+        ["valgrind", "--tool=callgrind", "--separate-threads=yes",
+         f"--callgrind-out-file={prefix}.%p", sys.executable, __file__,
+         "--child", workload, state, str(calls), url],
+        check=True, capture_output=True, env={**os.environ, "PYTHONHASHSEED": "0"},
+    )  # fmt: skip
+    main_thread = next(out.glob(f"{prefix.name}.*-01"))
+    return int(re.search(r"^summary: (\d+)", main_thread.read_text(), re.M).group(1))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--json", type=Path, default=REPO / "benchmarks/results/metrics.json")
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    import django
-    from django.conf import settings
-
+    if args.child:
+        workload, state, calls, url = args.child
+        child(workload, state, int(calls), url)
+        return 0
+    sys.path.insert(0, str(REPO))
     from hacache.topology import Topology
 
-    with Topology(tempfile.mkdtemp(prefix="hacache-metrics-"), shards=1) as topo:
-        location = topo.master_urls()
-        caches = {
-            f"{kind}_{state}": {
-                "BACKEND": "hacache.HACache",
-                "LOCATION": location,
-                "KEY_PREFIX": f"{kind}{state}",
-                "OPTIONS": {"METRICS": state == "on", "NEAR_CACHE": kind == "near"},
-            }
-            for kind in ("remote", "near")
-            for state in ("off", "on")
-        }
-        settings.configure(CACHES={"default": caches["remote_off"], **caches})
-        django.setup()
-        from django.core.cache import caches as handler
-
-        for alias in caches:
-            cache = handler[alias]
-            if cache._router.near is not None:
-                cache._router.bus.listen()
-                cache._router.near.wait_trusted(5)
-            cache.set("k", "v")
-            cache.get("k")
-        workloads = {
-            "remote get": ("remote", lambda c: c.get("k"), args.calls // 10),
-            "remote set": ("remote", lambda c: c.set("k", "v"), args.calls // 10),
-            "near-cache hit": ("near", lambda c: c.get("k"), args.calls),
-        }
-        times: dict[tuple[str, str], list[float]] = {}
-        for _ in range(args.rounds):
-            for name, (kind, call, count) in workloads.items():
-                for state in ("off", "on"):
-                    cache = handler[f"{kind}_{state}"]
-                    start = time.perf_counter()
-                    for _ in range(count):
-                        call(cache)
-                    elapsed = (time.perf_counter() - start) / count
-                    times.setdefault((name, state), []).append(elapsed)
-    print(f"{'workload':<16} {'off, us':>9} {'on, us':>9} {'on/off':>7} {'target':>7}")
-    targets = {"remote get": 1.03, "remote set": 1.03, "near-cache hit": 1.15}
-    for name in workloads:
-        off = statistics.median(times[(name, "off")]) * 1e6
-        on = statistics.median(times[(name, "on")]) * 1e6
-        print(f"{name:<16} {off:>9.2f} {on:>9.2f} {on / off:>7.3f} {targets[name]:>7.2f}")
+    runs = [
+        (w, s, n * (NEAR_FACTOR if w == "near hit" else 1))
+        for w in WORKLOADS
+        for s in ("off", "on")
+        for n in (0, args.calls)
+    ]
+    with (
+        tempfile.TemporaryDirectory(prefix="hacache-callgrind-") as tmp,
+        Topology(tmp, shards=1) as topology,
+        ThreadPoolExecutor(os.cpu_count() or 1) as pool,
+    ):
+        url = topology.master_urls()[0]
+        counts = list(pool.map(lambda r: instructions(*r, url, Path(tmp)), runs))
+    per_call = {}
+    for i in range(0, len(runs), 2):
+        (workload, state, calls), (none, some) = runs[i + 1], counts[i : i + 2]
+        per_call.setdefault(workload, {})[state] = (some - none) / calls
+    print(f"{'instructions per call':<22} {'off':>9} {'on':>9} {'on/off':>7}")
+    for workload, row in per_call.items():
+        row["ratio"] = row["on"] / row["off"]
+        print(f"{workload:<22} {row['off']:>9,.0f} {row['on']:>9,.0f} {row['ratio']:>7.3f}")
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    result = {
+        "instructions_per_call": per_call,
+        "calls": args.calls,
+        "near_calls": args.calls * NEAR_FACTOR,
+        "machine": {"platform": platform.platform(), "python": platform.python_version()},
+        "hacache_commit": commit.stdout.strip(),
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"results written to {args.json}")
     return 0
 
 

@@ -1,10 +1,12 @@
 """Near-cache benchmark: a hit against Django's LocMemCache and a remote hit, and the delay from a
-write in one process to the eviction in another.
+write in one process to the eviction in another. Also a hit with ``"METRICS": True`` against one
+without (target: at most 1.15x the time), measured in the same rounds.
 
     python benchmarks/nearcache.py [--writes 2000] [--json benchmarks/results/nearcache.json]
 
-Starts its own 3-shard topology. Cross-process delays use CLOCK_MONOTONIC, which all processes
-on one Linux machine share.
+Starts its own 3-shard topology. The gets run in interleaved rounds (their order rotating),
+median per call over rounds. Cross-process delays use CLOCK_MONOTONIC, which all processes on
+one Linux machine share.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from hacache.topology import Topology
 
 SPAWN = multiprocessing.get_context("spawn")
+METRICS_TARGET = 1.15  # a near hit with METRICS on, at most this many times one without
 
 
 def _setup(caches: dict) -> Any:
@@ -48,6 +51,15 @@ def _per_call(fn: Any, seconds: float) -> float:
             fn()
         calls += 1000
     return (time.perf_counter() - start) / calls * 1e6
+
+
+def _interleaved(calls: dict[str, Any], seconds: float, rounds: int) -> dict[str, list[float]]:
+    """Microseconds per call of each of ``calls`` in each round, the order rotating per round."""
+    names, per_round = list(calls), {name: [] for name in calls}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            per_round[name].append(_per_call(calls[name], seconds / rounds))
+    return per_round
 
 
 def _listener(caches: dict, keys: list[str], conn: Any) -> None:
@@ -77,7 +89,7 @@ def _listener(caches: dict, keys: list[str], conn: Any) -> None:
     conn.send(evicted)
 
 
-def measure(writes: int, seconds: float) -> dict[str, Any]:
+def measure(writes: int, seconds: float, rounds: int) -> dict[str, Any]:
     run_dir = tempfile.mkdtemp(prefix="hacache-bench-")
     topology = Topology(run_dir, shards=3).up()
     try:
@@ -86,21 +98,33 @@ def measure(writes: int, seconds: float) -> dict[str, Any]:
             "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
             "near": {"BACKEND": "hacache.HACache", "LOCATION": urls, "KEY_PREFIX": "n",
                      "OPTIONS": {"NEAR_CACHE": True}},
+            "metered": {"BACKEND": "hacache.HACache", "LOCATION": urls, "KEY_PREFIX": "m",
+                        "OPTIONS": {"NEAR_CACHE": True, "METRICS": True}},
             "remote": {"BACKEND": "hacache.HACache", "LOCATION": urls, "KEY_PREFIX": "r"},
         }  # fmt: skip
         handler = _setup(caches)
         locmem, near, remote = handler["default"], handler["near"], handler["remote"]
-        near._router.bus.listen()
-        near._router.near.wait_trusted(10)
+        metered = handler["metered"]
+        for cache in (near, metered):
+            cache._router.bus.listen()
+            cache._router.near.wait_trusted(10)
         value = {"user": 42, "name": "x" * 50}
-        for cache in (locmem, near, remote):
+        for cache in (locmem, near, remote, metered):
             cache.set("hot", value, timeout=3600)
         near.get("hot")
-        timings = {
-            "locmem_get_us": _per_call(lambda: locmem.get("hot"), seconds),
-            "near_hit_get_us": _per_call(lambda: near.get("hot"), seconds),
-            "remote_hit_get_us": _per_call(lambda: remote.get("hot"), seconds),
-        }
+        metered.get("hot")
+        per_round = _interleaved(
+            {
+                "locmem_get_us": lambda: locmem.get("hot"),
+                "near_hit_get_us": lambda: near.get("hot"),
+                "near_hit_metrics_get_us": lambda: metered.get("hot"),
+                "remote_hit_get_us": lambda: remote.get("hot"),
+            },
+            seconds,
+            rounds,
+        )
+        timings = {name: statistics.median(times) for name, times in per_round.items()}
+        timings["metrics_on_off"] = timings["near_hit_metrics_get_us"] / timings["near_hit_get_us"]
 
         keys = [f"inv{i}" for i in range(writes)]
         for key in keys:
@@ -121,6 +145,9 @@ def measure(writes: int, seconds: float) -> dict[str, Any]:
             **timings,
             "near_vs_locmem": timings["near_hit_get_us"] / timings["locmem_get_us"],
             "remote_vs_near": timings["remote_hit_get_us"] / timings["near_hit_get_us"],
+            "metrics_target": METRICS_TARGET,
+            "metrics_met": timings["metrics_on_off"] <= METRICS_TARGET,
+            "rounds": rounds,
             "writes": writes,
             "invalidations_seen": len(delays),
             "delay_ms_p50": statistics.median(delays),
@@ -139,13 +166,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--writes", type=int, default=2000)
     parser.add_argument("--seconds", type=float, default=2.0, help="per get measurement")
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds of the gets")
     parser.add_argument("--json", default="benchmarks/results/nearcache.json")
     args = parser.parse_args()
-    result = measure(args.writes, args.seconds)
+    result = measure(args.writes, args.seconds, args.rounds)
     print(f"get, LocMemCache          {result['locmem_get_us']:8.2f} us")
     print(
         f"get, near-cache hit       {result['near_hit_get_us']:8.2f} us"
         f"   ({result['near_vs_locmem']:.2f}x LocMemCache)"
+    )
+    print(
+        f"get, near hit, METRICS on {result['near_hit_metrics_get_us']:8.2f} us"
+        f"   ({result['metrics_on_off']:.3f}x off; target <= "
+        f"{METRICS_TARGET:g}: {'MET' if result['metrics_met'] else 'MISSED'})"
     )
     print(
         f"get, remote hit (Redis)   {result['remote_hit_get_us']:8.2f} us"

@@ -21,6 +21,7 @@ import os
 import threading
 import time
 import weakref
+from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -94,18 +95,33 @@ def _registry() -> dict[str, Any]:
     return _metrics
 
 
-class _Counts:
-    """One thread's running totals: only that thread writes them, so no increment is lost."""
+def _slots() -> list[float]:
+    return [0.0] * (len(UPPER) + 1)  # a count per bucket, then the sum
 
-    __slots__ = ("calls", "errors", "hits", "lags", "latency", "misses")
+
+class _Counts:
+    """One thread's running totals: only that thread writes them, so no increment is lost.
+
+    ``op`` names the call in progress, for the router's timing. ``get`` is counted once per
+    call, as a hit, a miss or (raised) in ``calls``: its calls total is the three added up."""
+
+    __slots__ = ("calls", "errors", "hits", "lags", "latency", "misses", "op")
 
     def __init__(self) -> None:
-        self.calls: dict[str, int] = {}
-        self.hits: dict[str, int] = {}
-        self.misses: dict[str, int] = {}
+        self.calls: defaultdict[str, int] = defaultdict(int)
+        self.hits: defaultdict[str, int] = defaultdict(int)
+        self.misses: defaultdict[str, int] = defaultdict(int)
         self.errors: dict[tuple[str, str], int] = {}
-        self.latency: dict[tuple[str, str], list[float]] = {}  # bucket counts, then the sum
-        self.lags: dict[str, list[float]] = {}  # invalidation lag per shard, likewise
+        self.latency: defaultdict[tuple[str, str], list[float]] = defaultdict(_slots)
+        self.lags: defaultdict[str, list[float]] = defaultdict(_slots)  # per shard
+        self.op = "other"
+
+    def totals(self, name: str) -> dict[Any, int]:
+        """A copy of one table, with ``get``'s calls added up for ``calls``."""
+        table = dict(getattr(self, name))
+        if name == "calls" and ("get" in self.hits or "get" in self.misses):
+            table["get"] = table.get("get", 0) + self.hits.get("get", 0) + self.misses.get("get", 0)
+        return table
 
 
 class Meter:
@@ -115,7 +131,7 @@ class Meter:
         self.router = router
         self.alias = alias
         self.registry = _registry()
-        self.local = threading.local()  # .counts: this thread's _Counts; .op: the current op
+        self.local = threading.local()  # .counts: this thread's _Counts
         self._all: list[_Counts] = []
         self._folded: dict[tuple, float] = {}  # what each running total had when last folded
         self._fold_lock = threading.Lock()
@@ -138,9 +154,9 @@ class Meter:
     def hit(self, op: str, hits: int, misses: int) -> None:
         counts = self.counts()
         if hits:
-            counts.hits[op] = counts.hits.get(op, 0) + hits
+            counts.hits[op] += hits
         if misses:
-            counts.misses[op] = counts.misses.get(op, 0) + misses
+            counts.misses[op] += misses
 
     def error(self, op: str, exc: BaseException) -> None:
         errors = self.counts().errors
@@ -163,7 +179,7 @@ class Meter:
                 tag = id(counts)
                 for name in ("calls", "hits", "misses", "errors"):
                     metric = m[name]
-                    for key, total in list(getattr(counts, name).items()):
+                    for key, total in counts.totals(name).items():
                         labels = (alias, *key) if name == "errors" else (alias, key)
                         self._delta(metric, (tag, name, key), total, labels)
                 for name, metric in (("latency", m["latency"]), ("lags", m["lag"])):
@@ -219,16 +235,14 @@ class Meter:
 
     def after_fork(self) -> None:
         """The parent folds what it counted; the child starts from its own zero."""
-        self.local = threading.local()
+        self.local.__dict__.clear()  # the forking thread's, the only one left: wrappers keep it
         self._all = []
         self._folded = {}
         self._fold_lock = threading.Lock()
 
 
 def _slot(table: dict, key: Any, seconds: float) -> None:
-    slots = table.get(key)
-    if slots is None:
-        slots = table[key] = [0.0] * (len(UPPER) + 1)
+    slots = table[key]
     slots[bisect.bisect_left(UPPER, seconds)] += 1
     slots[-1] += seconds
 

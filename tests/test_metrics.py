@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import re
 import threading
 import time
@@ -124,6 +125,30 @@ def test_no_count_is_lost_between_threads_and_folds(metered):
     stop.set()
     folder.join()
     assert sample(scrape(), "hacache_calls_total", alias="default", op="get") - before == 2000
+
+
+# gunicorn's preload: a cache already counting in the parent when the worker is forked.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_counts_its_own_calls(metered):
+    metered.get("k")
+    before = sample(scrape(), "hacache_calls_total", alias="default", op="get")
+    fork = multiprocessing.get_context("fork")
+    parent, child = fork.Pipe()
+
+    def in_child() -> None:
+        metered.get("k")
+        metered.set("k", 1)
+        text = scrape()
+        child.send(
+            [sample(text, "hacache_calls_total", alias="default", op=op) for op in ("get", "set")]
+        )
+
+    process = fork.Process(target=in_child)
+    process.start()
+    assert parent.poll(30)
+    got = parent.recv()
+    process.join(10)
+    assert got[0] == before + 1 and got[1] >= 1
 
 
 def test_near_cache_counters_and_gauges(topology, settings):
