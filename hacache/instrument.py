@@ -30,7 +30,8 @@ def instrument(cache: Any, meter: Meter) -> None:
 
     Instance attributes shadow the class's methods, so an uninstrumented cache runs exactly
     the code it always did."""
-    for name in ("add", "set", "touch", "delete", "has_key", "incr", "clear", "incr_version"):
+    for name in ("add", "set", "touch", "delete", "has_key", "incr", "clear", "incr_version",
+                 *_extended()):  # fmt: skip
         for prefix in ("", "a"):
             setattr(cache, prefix + name, _counted(meter, name, getattr(cache, prefix + name)))
     cache.get, cache.aget = _gets(meter, cache.get, cache.aget)
@@ -187,6 +188,15 @@ def _timed(meter: Meter, run: Callable[..., Any], arun: Callable[..., Any]) -> t
             book(counts.latency, name, batches, clock() - start)
 
     return timed_run, timed_arun
+
+
+def _extended() -> list[str]:
+    """django-redis's methods (``compat``) that have an async twin: each is its own op."""
+    from hacache.compat import DjangoRedisAPI
+    from hacache.compat_structures import StructuresAPI
+
+    api = {**vars(DjangoRedisAPI), **vars(StructuresAPI)}
+    return sorted(n for n in api if not n.startswith("_") and "a" + n in api)
 
 
 def _is_async(method: Callable[..., Any]) -> bool:

@@ -10,6 +10,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import redis
 from django.test import Client
 
 from hacache.metrics import fold_all
@@ -80,6 +81,29 @@ def test_calls_hits_misses_errors_and_latency_are_counted_exactly(metered):
     assert grew("hacache_latency_seconds_count", op="set_many") >= 1
     assert sample(after, "hacache_shard_up", alias="default") == 3  # three shards, all up
     assert "password" not in after
+
+
+async def test_the_extended_api_is_counted_and_timed_under_its_own_ops(metered):
+    before = scrape()
+    metered.set("e", 1)
+    assert metered.ttl("e") == 300 and metered.expire("e", 10)
+    metered.hset("h", "f", 1)
+    assert metered.delete_pattern("h*") == 1
+    assert await metered.asadd("s", 1) == 1
+    with pytest.raises(redis.ResponseError):
+        metered.hget("e", "f")  # a plain value read as a hash
+    after = scrape()
+
+    def grew(name, **labels):
+        return sample(after, name, alias="default", **labels) - sample(
+            before, name, alias="default", **labels
+        )
+
+    for op in ("ttl", "expire", "hset", "delete_pattern", "sadd", "hget"):
+        assert grew("hacache_calls_total", op=op) == 1, op
+    assert grew("hacache_latency_seconds_count", op="ttl") == 1
+    assert grew("hacache_latency_seconds_count", op="delete_pattern") >= 3  # every shard
+    assert grew("hacache_errors_total", op="hget", error="ResponseError") == 1
 
 
 def test_aliases_are_labelled_apart(metered, settings):
