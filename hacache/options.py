@@ -279,8 +279,8 @@ def _shards(location: Any, common: Mapping[str, Any], setting: str) -> tuple[Sha
     try:
         shards = tuple(parse_shard(url, common) for url in split_location(location))
     except ImproperlyConfigured as exc:  # name the setting the URL came from
-        problem = str(exc).replace("LOCATION", setting, 1).removeprefix("hacache: ")
-        raise _fail(*problem.split(": ", 1), getattr(exc, "hacache_check", None)) from None
+        exc.args = (str(exc).replace("LOCATION", setting, 1),)  # keeps its check id
+        raise exc from None
     names = [s.name for s in shards]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
