@@ -308,7 +308,7 @@ def _check_ring_size(
         raise _fail(
             f"{setting} weights x OPTIONS['VNODES']",
             f"{points:,} ring points, at most {MAX_RING_POINTS:,} (building that many costs "
-            "about a second and 26 MB per process): lower the '?weight=' values (only their "
+            "about 1.5 s and 27 MB per process): lower the '?weight=' values (only their "
             "ratios matter) or VNODES",
             "E005",
         )

@@ -23,7 +23,7 @@ from hashlib import md5
 
 DEFAULT_VNODES = 160
 # Bounds that keep the ring small: building it hashes every point once per process, about
-# 1.3 s and 26 MB for MAX_RING_POINTS on a slow 2-core machine (1,000,000 points: 4-11 s, 130 MB).
+# 1.5 s and 27 MB for MAX_RING_POINTS on a slow 2-core machine (1,000,000 points: 4-11 s, 130 MB).
 MAX_RING_POINTS = 200_000
 MAX_VNODES = 10_000
 MAX_WEIGHT = 1_000  # only the ratios of weights matter
