@@ -15,16 +15,15 @@ import functools
 import math
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
-from urllib.parse import parse_qsl
 
 from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from hacache.locations import NO_SETINFO, ShardSpec, parse_shard, split_location
-from hacache.locations import _redacted as redacted
+from hacache.locations import NO_SETINFO, ShardSpec, check_id, parse_shard, split_location
 from hacache.options import Options, parse_options
+from hacache.ring import MAX_RING_POINTS, MAX_VNODES, MAX_WEIGHT
 
 # OPTIONS that are seconds (NaN and infinity pass options.py's "positive number" test).
 TIMEOUT_OPTIONS = (
@@ -32,8 +31,6 @@ TIMEOUT_OPTIONS = (
     "FAILOVER_TIMEOUT", "BREAKER_COOLDOWN", "EJECT_SECONDS", "WAIT_TIMEOUT", "HEDGE_DELAY",
 )  # fmt: skip
 SOCKET_TIMEOUT_KWARGS = ("socket_timeout", "socket_connect_timeout")
-# More ring points than this costs seconds of md5 and megabytes per process at start-up.
-MAX_RING_POINTS = 1_000_000
 # A read or connect allowed to wait longer than this is, for a web cache, no timeout at all.
 LONGEST_SENSIBLE_TIMEOUT = 10.0
 _PARSE_DEFAULTS = {
@@ -47,9 +44,11 @@ HINTS = {
     "E001": "Fix the setting named in the message; hacache refuses to start with it.",
     "E002": "Give each server a distinct name with '?name=...' in its URL.",
     "E003": "Use redis://[user:pass@]host:port/db, rediss://, unix:///path or "
-    "sentinel://host:port[,host:port]/service[/db].",
+    "sentinel://host:port[,host:port]/service[/db], with the URL parameters the message lists.",
     "E004": "Use a finite number of seconds >= 0 (positive for socket timeouts), e.g. 0.5.",
-    "E005": "Use small positive integers for '?weight=': only their ratios matter.",
+    "E005": f"Use small integers for '?weight=' (1 to {MAX_WEIGHT}: only their ratios matter) "
+    f"and VNODES (at most {MAX_VNODES:,}), for at most {MAX_RING_POINTS:,} ring points "
+    "(weights x VNODES): every process builds the ring at start-up.",
     "W001": "Set PUBLISH_INVALIDATIONS to True (the default with NEAR_CACHE), or other "
     "processes serve stale values from memory for up to NEAR_CACHE_TTL.",
     "W002": "List every sentinel of the service (usually 3), so discovery and failover "
@@ -107,12 +106,7 @@ def _timeout_errors(alias: str, options: Mapping[str, Any]) -> tuple[list[Any], 
     return errors, flagged
 
 
-def _url_weight(url: str) -> str | None:
-    query = url.partition("?")[2]
-    return dict(parse_qsl(query, keep_blank_values=True)).get("weight")
-
-
-def _location_errors(alias: str, location: Any, options: Mapping[str, Any]) -> list[Any]:
+def _location_errors(alias: str, location: Any) -> list[Any]:
     """Each URL on its own, so every bad one is named (options.py stops at the first)."""
     try:
         urls = split_location(location)
@@ -121,33 +115,13 @@ def _location_errors(alias: str, location: Any, options: Mapping[str, Any]) -> l
     errors: list[Any] = []
     specs: list[ShardSpec] = []
     for url in urls:
-        weight = _url_weight(url)
-        if weight is not None and (not weight.isdigit() or int(weight) < 1):
-            errors.append(_error("E005", alias, f"{redacted(url)!r}: weight {weight!r}"))
-            continue
         try:
             specs.append(parse_shard(url, _PARSE_DEFAULTS))
         except ImproperlyConfigured as exc:
-            errors.append(_error("E003", alias, str(exc)))
+            errors.append(_error(check_id(exc, "E003"), alias, str(exc)))
     names = [spec.name for spec in specs]
     for name in sorted({n for n in names if names.count(n) > 1}):
         errors.append(_error("E002", alias, f"shard name {name!r} is given to several servers"))
-    for spec in specs:
-        for key in SOCKET_TIMEOUT_KWARGS:
-            value = spec.connection_kwargs.get(key)
-            if value is not None and not math.isfinite(value):
-                errors.append(_error("E004", alias, f"{spec.name}: URL {key} is {value!r}"))
-    vnodes = options.get("VNODES", 160)
-    vnodes = vnodes if isinstance(vnodes, int) and vnodes > 0 else 160
-    points = vnodes * sum(spec.weight for spec in specs)
-    if options.get("PLACEMENT") != "ketama" and points > MAX_RING_POINTS:
-        errors.append(
-            _error(
-                "E005",
-                alias,
-                f"weights x VNODES make {points:,} ring points (at most {MAX_RING_POINTS:,})",
-            )
-        )
     return errors
 
 
@@ -174,7 +148,7 @@ def check_alias(alias: str, params: Mapping[str, Any]) -> list[Any]:
     location, options = params.get("LOCATION"), params.get("OPTIONS")
     raw = options if isinstance(options, Mapping) else {}
     found, flagged = _timeout_errors(alias, raw)
-    location_errors = _location_errors(alias, location, raw)
+    location_errors = _location_errors(alias, location)
     found += location_errors
     # With LOCATION broken, OPTIONS are still checked, against one harmless URL.
     try:
@@ -182,7 +156,7 @@ def check_alias(alias: str, params: Mapping[str, Any]) -> list[Any]:
     except ImproperlyConfigured as exc:
         message = str(exc)
         if not any(setting in message for setting in flagged):
-            found.append(_error("E001", alias, message.removeprefix("hacache: ")))
+            found.append(_error(check_id(exc, "E001"), alias, message.removeprefix("hacache: ")))
         return found
     if found:
         return found

@@ -8,16 +8,20 @@ are checked by building (not connecting) a connection, so a bad one fails at sta
 from __future__ import annotations
 
 import inspect
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis.asyncio.connection as async_connection
 import redis.connection as sync_connection
 from django.core.exceptions import ImproperlyConfigured
+from redis.exceptions import RedisError
+
+from hacache.ring import MAX_WEIGHT
 
 # URL query parameters that redis-py turns into connection arguments.
 _REDIS_URL_PARAMS = frozenset(
@@ -34,6 +38,39 @@ _REDIS_URL_PARAMS = frozenset(
 )
 # Our own URL query parameters: a shard's identity on the ring and its share of keys.
 _SHARD_URL_PARAMS = frozenset({"name", "weight"})
+# What each of those takes, for the error: checked here, not at the first connection.
+_EXPECTED = {
+    "db": "an integer >= 0",
+    "socket_timeout": "a finite number of seconds > 0",
+    "socket_connect_timeout": "a finite number of seconds > 0",
+    "socket_read_size": "an integer >= 1",
+    "socket_keepalive": "true or false",
+    "health_check_interval": "an integer number of seconds >= 0",
+    "protocol": "2 or 3",
+    "ssl_check_hostname": "true or false",
+    "ssl_min_version": "an integer (an ssl.TLSVersion value)",
+}
+_BOOLEANS = frozenset({"0", "1", "f", "t", "n", "y", "no", "yes", "false", "true", "off", "on"})
+_VALID: dict[str, Any] = {
+    "db": lambda v: v >= 0,
+    "socket_timeout": lambda v: math.isfinite(v) and v > 0,
+    "socket_connect_timeout": lambda v: math.isfinite(v) and v > 0,
+    "socket_read_size": lambda v: v >= 1,
+    "health_check_interval": lambda v: v >= 0,
+    "protocol": lambda v: v in (2, 3),
+}
+
+
+def _ssl_params(cls: type, async_cls: type) -> frozenset[str]:
+    """The ``ssl_*`` arguments both redis-py SSL connection classes take (a shard serves sync
+    and async calls, so one only the sync class knows would fail at the first async call)."""
+    names = [set(inspect.signature(c.__init__).parameters) for c in (cls, async_cls)]
+    return frozenset(n for n in names[0] & names[1] if n.startswith("ssl_"))
+
+
+_SSL_URL_PARAMS = _ssl_params(sync_connection.SSLConnection, async_connection.SSLConnection)
+# Query parameters whose values are never shown (the userinfo's password is masked too).
+_SECRET_PARAM = re.compile(r"pass|pwd|secret|token|credential", re.IGNORECASE)
 
 # How this redis-py says "send no CLIENT SETINFO on connect" (driver_info since 7.1).
 NO_SETINFO: dict[str, None] = (
@@ -69,8 +106,16 @@ class ShardSpec:
     sentinel_kwargs: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
-def fail(setting: str, problem: str) -> ImproperlyConfigured:
-    return ImproperlyConfigured(f"hacache: {setting}: {problem}")
+def fail(setting: str, problem: str, check: str | None = None) -> ImproperlyConfigured:
+    """The error for a bad setting. ``check``: the system check id it belongs to (see
+    ``hacache.checks``), read back with ``check_id``; None: E001 for OPTIONS, E003 for a URL."""
+    error = ImproperlyConfigured(f"hacache: {setting}: {problem}")
+    error.hacache_check = check  # type: ignore[attr-defined]
+    return error
+
+
+def check_id(error: ImproperlyConfigured, default: str) -> str:
+    return getattr(error, "hacache_check", None) or default
 
 
 def split_location(location: Any) -> list[str]:
@@ -80,9 +125,12 @@ def split_location(location: Any) -> list[str]:
     elif isinstance(location, (list, tuple)) and all(isinstance(u, str) for u in location):
         urls = [u.strip() for u in location]
     else:
+        # Not its repr: a list with one bad item may hold URLs with passwords.
+        got = type(location).__name__
+        if isinstance(location, (list, tuple)):
+            got += " holding " + ", ".join(sorted({type(u).__name__ for u in location}))
         raise fail(
-            "LOCATION",
-            f"expected a list of Redis URLs or a comma-separated string, got {location!r}",
+            "LOCATION", f"expected a list of Redis URLs or a comma-separated string, got a {got}"
         )
     urls = [u for u in urls if u]
     if not urls:
@@ -90,46 +138,158 @@ def split_location(location: Any) -> list[str]:
     return urls
 
 
+def _redacted_query(query: str) -> str:
+    items = re.split(r"([&;])", query)
+    for i in range(0, len(items), 2):
+        key, eq, _ = items[i].partition("=")
+        if eq and _SECRET_PARAM.search(unquote(key)):
+            items[i] = f"{key}=***"
+    return "".join(items)
+
+
 def _redacted(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + netloc))
+    """``url`` as errors and logs may show it: the userinfo's password and the value of every
+    password-, secret- or token-like query parameter are ``***``. Works on malformed URLs
+    too (no parsing that could fail), which are the ones errors show."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    head, q, query = rest.partition("?")
+    if not head.startswith("/"):  # unix:///path has no userinfo
+        userinfo, at, hosts = head.rpartition("@")
+        if at:
+            user, colon, _ = userinfo.partition(":")  # no colon: taken as a password
+            head = f"{user}:***@{hosts}" if colon else f"***@{hosts}"
+    return f"{scheme}{sep}{head}{q}{_redacted_query(query) if q else ''}"
 
 
-def _check_connection_kwargs(connection_class: type, kwargs: Mapping[str, Any], shown: str) -> None:
-    try:  # Building one (it does not connect) is the surest check of the arguments.
+def _scrubbed(text: str, kwargs: Mapping[str, Any]) -> str:
+    """An exception's text, with any secret argument's value masked (should it echo one)."""
+    for key, value in kwargs.items():
+        if isinstance(value, str) and value and _SECRET_PARAM.search(key):
+            text = text.replace(value, "***")
+    return text
+
+
+def _query_params(query: Mapping[str, str], shown: str) -> dict[str, Any]:
+    """URL query values parsed the way redis-py parses them, each checked against what it
+    accepts (redis-py would take ``db=-1``, ``socket_timeout=nan`` or ``protocol=9`` and fail
+    at the first connection, or read ``socket_keepalive=maybe`` as true)."""
+    params: dict[str, Any] = {}
+    for name, text in query.items():
+        parse = sync_connection.URL_QUERY_ARGUMENT_PARSERS.get(name)
+        if parse is None:
+            params[name] = text
+            continue
+        expected = _EXPECTED.get(name, "a valid value")
+        if expected == "true or false" and text.lower() not in _BOOLEANS:
+            raise fail("LOCATION", f"{shown!r}: URL parameter {name}: expected {expected}, "
+                       f"got {text!r}")  # fmt: skip
+        try:
+            value = parse(text)
+        except (TypeError, ValueError):
+            value = None
+        if value is None or not _VALID.get(name, lambda v: True)(value):
+            check = "E004" if name in ("socket_timeout", "socket_connect_timeout") else None
+            raise fail(
+                "LOCATION", f"{shown!r}: URL parameter {name}: expected {expected}, got {text!r}",
+                check,
+            )  # fmt: skip
+        params[name] = value
+    return params
+
+
+def _check_timeouts(kwargs: Mapping[str, Any], shown: str) -> None:
+    """Socket timeouts that reach here came from OPTIONS['CONNECTION_OPTIONS'] (the URL's and
+    SOCKET_TIMEOUT's are checked before): None (no timeout) or a finite number > 0."""
+    for key in ("socket_timeout", "socket_connect_timeout"):
+        value = kwargs.get(key)
+        if value is None:
+            continue
+        number = not isinstance(value, bool) and isinstance(value, (int, float))
+        if not (number and math.isfinite(value) and value > 0):
+            raise fail(
+                f"OPTIONS['CONNECTION_OPTIONS'][{key!r}]",
+                f"expected None or a finite number of seconds > 0, got {value!r} (for {shown!r})",
+                "E004",
+            )
+
+
+def _check_connection_kwargs(
+    connection_class: type, kwargs: Mapping[str, Any], shown: str, setting: str
+) -> None:
+    # Building one of each (neither connects) is the surest check of the arguments.
+    try:
         connection_class(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise fail("OPTIONS['CONNECTION_OPTIONS']", f"rejected for {shown!r}: {exc}") from exc
+        _ASYNC_CLASS.get(connection_class, connection_class)(**kwargs)
+    except (TypeError, ValueError, RedisError) as exc:
+        problem = _scrubbed(str(exc), kwargs)
+        if setting == "LOCATION":
+            raise fail(setting, f"{shown!r}: {problem}") from None
+        raise fail(setting, f"rejected for {shown!r}: {problem}") from None
+
+
+def _check_arguments(
+    connection_class: type, own: Mapping[str, Any], merged: Mapping[str, Any], shown: str
+) -> None:
+    """The URL's own arguments first, so a bad one is blamed on LOCATION, not on
+    CONNECTION_OPTIONS; then everything together."""
+    _check_connection_kwargs(connection_class, {**_PLAIN, **own}, shown, "LOCATION")
+    _check_timeouts(merged, shown)
+    _check_connection_kwargs(connection_class, merged, shown, "OPTIONS['CONNECTION_OPTIONS']")
+
+
+_PLAIN = {"protocol": 2, **NO_SETINFO}
 
 
 def _weight(ours: Mapping[str, str], shown: str) -> int:
     weight = ours.get("weight", "1")
-    if not weight.isdigit() or int(weight) < 1:
-        raise fail("LOCATION", f"{shown!r}: weight must be a positive integer, got {weight!r}")
+    if not re.fullmatch(r"[0-9]{1,9}", weight) or not 1 <= int(weight) <= MAX_WEIGHT:
+        raise fail(
+            "LOCATION",
+            f"{shown!r}: weight must be an integer from 1 to {MAX_WEIGHT}, got {weight!r} "
+            "(only the ratios of weights matter)",
+            "E005",
+        )
     return int(weight)
+
+
+def _db(text: str, shown: str) -> int:
+    if not re.fullmatch(r"[0-9]{1,9}", text):
+        raise fail("LOCATION", f"{shown!r}: db must be an integer >= 0, got {text!r}")
+    return int(text)
+
+
+def _sentinel_address(item: str, shown: str) -> tuple[str, int]:
+    """``host[:port]`` or ``[IPv6][:port]``; the port defaults to 26379."""
+    item = item.strip()
+    if item.startswith("["):
+        host, bracket, port = item[1:].partition("]")
+        if not bracket or (port and not port.startswith(":")):
+            raise fail(
+                "LOCATION",
+                f"{shown!r}: malformed IPv6 sentinel address {item!r}; expected [addr]:port",
+            )
+        port = port[1:]
+    else:
+        host, _, port = item.partition(":")
+    if not host or (port and not re.fullmatch(r"[0-9]{1,5}", port)) or int(port or 0) > 65535:
+        raise fail("LOCATION", f"{shown!r}: bad sentinel address {item!r}; expected host:port")
+    return host, int(port or 26379)
 
 
 def parse_sentinel_shard(url: str, common: Mapping[str, Any]) -> ShardSpec:
     """``sentinel://[user:password@]host:port[,host:port...]/service[/db]?name=..&weight=..``.
 
     The credentials are the Redis servers'; Sentinel's own go in ``sentinel_username`` and
-    ``sentinel_password`` query parameters.
+    ``sentinel_password`` query parameters. A sentinel's IPv6 address is written ``[addr]:port``.
     """
     shown = _redacted(url)
     rest = url[len("sentinel://") :]
     rest, _, query_text = rest.partition("?")
     netloc, _, path = rest.partition("/")
     userinfo, _, hosts = netloc.rpartition("@")
-    sentinels = []
-    for item in hosts.split(","):
-        host, _, port = item.strip().partition(":")
-        if not host or (port and not port.isdigit()):
-            raise fail("LOCATION", f"{shown!r}: bad sentinel address {item!r}")
-        sentinels.append((host, int(port or 26379)))
+    sentinels = [_sentinel_address(item, shown) for item in hosts.split(",")]
     service, _, db = path.partition("/")
     if not service:
         raise fail(
@@ -146,22 +306,23 @@ def parse_sentinel_shard(url: str, common: Mapping[str, Any]) -> ShardSpec:
     }
     unknown = [k for k in query if k not in _REDIS_URL_PARAMS]
     if unknown:
-        raise fail("LOCATION", f"{shown!r}: unknown URL parameter(s) {', '.join(unknown)}")
-    kwargs: dict[str, Any] = {**common}
-    if db or "db" in query:
-        value = db or query["db"]
-        if not value.isdigit():
-            raise fail("LOCATION", f"{shown!r}: db must be a number, got {value!r}")
-        kwargs["db"] = int(value)
+        allowed = ", ".join(sorted(_REDIS_URL_PARAMS | _SHARD_URL_PARAMS))
+        raise fail(
+            "LOCATION",
+            f"{shown!r}: unknown URL parameter(s) {', '.join(unknown)}; allowed: {allowed}, "
+            "sentinel_username, sentinel_password",
+        )
+    own = _query_params(query, shown)
+    if db:
+        own["db"] = _db(db, shown)
     if userinfo:
         username, _, password = userinfo.partition(":")
-        kwargs["username"] = unquote(username) or None
-        kwargs["password"] = unquote(password) or None
-    for key in ("socket_timeout", "socket_connect_timeout"):
-        if key in query:
-            kwargs[key] = float(query[key])
-    _check_connection_kwargs(sync_connection.Connection, kwargs, shown)
-    timeout = min(kwargs["socket_connect_timeout"], kwargs["socket_timeout"])
+        own["username"] = unquote(username) or None
+        own["password"] = unquote(password) or None
+    kwargs: dict[str, Any] = {**common, **own}
+    _check_arguments(sync_connection.Connection, own, kwargs, shown)
+    bounded = [t for t in (kwargs["socket_connect_timeout"], kwargs["socket_timeout"]) if t]
+    timeout = min(bounded) if bounded else None
     return ShardSpec(
         name=ours.get("name") or service,
         weight=_weight(ours, shown),
@@ -183,31 +344,50 @@ def parse_sentinel_shard(url: str, common: Mapping[str, Any]) -> ShardSpec:
     )
 
 
+def _split_url(url: str, shown: str) -> Any:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  # raises for a port that is not a number in range
+    except ValueError as exc:
+        ipv6 = "IPv6" in str(exc)
+        hint = "; write an IPv6 address in brackets: redis://[::1]:6379/0" if ipv6 else ""
+        raise fail("LOCATION", f"{shown!r}: malformed URL ({exc}){hint}") from None
+    return parts
+
+
 def parse_shard(url: str, common: Mapping[str, Any]) -> ShardSpec:
     """One ``LOCATION`` entry: a redis://, rediss://, unix:// or sentinel:// URL."""
     shown = _redacted(url)
-    parts = urlsplit(url)
-    if parts.scheme == "sentinel":
+    if url.startswith("sentinel://"):
         return parse_sentinel_shard(url, common)
+    parts = _split_url(url, shown)
     if parts.scheme not in ("redis", "rediss", "unix"):
         raise fail(
             "LOCATION", f"{shown!r}: expected a redis://, rediss://, unix:// or sentinel:// URL"
         )
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
     ours = {k: query.pop(k) for k in list(query) if k in _SHARD_URL_PARAMS}
-    unknown = [k for k in query if k not in _REDIS_URL_PARAMS and not k.startswith("ssl_")]
+    tls = parts.scheme == "rediss"
+    ssl = sorted(k for k in query if k.startswith("ssl_"))
+    if ssl and not tls:
+        raise fail("LOCATION", f"{shown!r}: {', '.join(ssl)} need(s) a rediss:// (TLS) URL")
+    unknown = [k for k in query if k not in _REDIS_URL_PARAMS and k not in _SSL_URL_PARAMS]
     if unknown:
         allowed = ", ".join(sorted(_REDIS_URL_PARAMS | _SHARD_URL_PARAMS))
+        tls_allowed = f"; with rediss://: {', '.join(sorted(_SSL_URL_PARAMS))}"
         raise fail(
             "LOCATION",
-            f"{shown!r}: unknown URL parameter(s) {', '.join(unknown)}; "
-            f"allowed: {allowed} and ssl_*",
+            f"{shown!r}: unknown URL parameter(s) {', '.join(unknown)}; allowed: {allowed}"
+            + tls_allowed,
         )
+    own = _query_params(query, shown)
+    if parts.scheme != "unix" and parts.path.strip("/"):
+        own.setdefault("db", _db(unquote(parts.path).strip("/"), shown))  # ?db= wins
     try:
         base = url.split("?", 1)[0]  # urlunsplit would drop the '//' of unix:///path
-        kwargs = sync_connection.parse_url(f"{base}?{urlencode(query)}" if query else base)
+        kwargs = {**sync_connection.parse_url(base), **own}
     except ValueError as exc:
-        raise fail("LOCATION", f"{shown!r}: {exc}") from exc
+        raise fail("LOCATION", f"{shown!r}: {exc}") from None
     connection_class = kwargs.pop("connection_class", sync_connection.Connection)
     if "path" in kwargs:
         address = kwargs["path"]
@@ -217,7 +397,7 @@ def parse_shard(url: str, common: Mapping[str, Any]) -> ShardSpec:
             raise fail("LOCATION", f"{shown!r}: no host")
         address = f"{kwargs['host']}:{kwargs['port']}"
     merged = {**common, **kwargs}
-    _check_connection_kwargs(connection_class, merged, shown)
+    _check_arguments(connection_class, kwargs, merged, shown)
     return ShardSpec(
         name=ours.get("name") or address,
         weight=_weight(ours, shown),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from django.utils.module_loading import import_string
 
 from hacache.locations import NO_SETINFO, ShardSpec, parse_shard, split_location
 from hacache.locations import fail as _fail
-from hacache.ring import DEFAULT_VNODES, KETAMA_KEY_HASHES
+from hacache.ring import DEFAULT_VNODES, KETAMA_KEY_HASHES, MAX_RING_POINTS, MAX_VNODES
 from hacache.serializers import Serializer
 
 # Connection arguments we decide, so a user's CONNECTION_OPTIONS may not override them.
@@ -70,9 +71,17 @@ class NearCacheOptions:
     covers: Callable[[str], bool] | None
 
 
+def _seconds(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
 def _positive_number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise _fail(f"OPTIONS['{name}']", f"expected a positive number of seconds, got {value!r}")
+    if not _seconds(value) or value <= 0:
+        raise _fail(
+            f"OPTIONS['{name}']",
+            f"expected a finite, positive number of seconds, got {value!r}",
+            "E004" if _seconds(value) or isinstance(value, float) else None,
+        )
     return float(value)
 
 
@@ -109,8 +118,12 @@ def _choice(*choices: str) -> Callable[[str, Any], str]:
 
 
 def _seconds_or_zero(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise _fail(f"OPTIONS['{name}']", f"expected a number of seconds >= 0, got {value!r}")
+    if not _seconds(value) or value < 0:
+        raise _fail(
+            f"OPTIONS['{name}']",
+            f"expected a finite number of seconds >= 0, got {value!r}",
+            "E004" if _seconds(value) or isinstance(value, float) else None,
+        )
     return float(value)
 
 
@@ -266,7 +279,8 @@ def _shards(location: Any, common: Mapping[str, Any], setting: str) -> tuple[Sha
     try:
         shards = tuple(parse_shard(url, common) for url in split_location(location))
     except ImproperlyConfigured as exc:  # name the setting the URL came from
-        raise ImproperlyConfigured(str(exc).replace("LOCATION", setting, 1)) from None
+        exc.args = (str(exc).replace("LOCATION", setting, 1),)  # keeps its check id
+        raise exc from None
     names = [s.name for s in shards]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -276,6 +290,28 @@ def _shards(location: Any, common: Mapping[str, Any], setting: str) -> tuple[Sha
             "server a distinct name with '?name=...' in its URL",
         )
     return shards
+
+
+def _check_ring_size(
+    placement: str, vnodes: int, shards: tuple[ShardSpec, ...], setting: str
+) -> None:
+    """Every point of the ring is hashed at start-up, once per process: keep it small."""
+    if vnodes > MAX_VNODES:
+        raise _fail(
+            "OPTIONS['VNODES']",
+            f"expected at most {MAX_VNODES:,}, got {vnodes:,} "
+            f"(the default, {DEFAULT_VNODES}, balances keys within a few percent)",
+            "E005",
+        )
+    points = vnodes * sum(spec.weight for spec in shards)
+    if placement == "consistent" and points > MAX_RING_POINTS:
+        raise _fail(
+            f"{setting} weights x OPTIONS['VNODES']",
+            f"{points:,} ring points, at most {MAX_RING_POINTS:,} (building that many costs "
+            "about 1.5 s and 27 MB per process): lower the '?weight=' values (only their "
+            "ratios matter) or VNODES",
+            "E005",
+        )
 
 
 def _check_previous(shards: tuple[ShardSpec, ...], previous: tuple[ShardSpec, ...]) -> None:
@@ -320,9 +356,13 @@ def parse_options(location: Any, options: Any) -> Options:
         **extra,
     }
     shards = _shards(location, common, "LOCATION")
+    _check_ring_size(values["PLACEMENT"], values["VNODES"], shards, "LOCATION")
     previous = None
     if values["PREVIOUS_LOCATION"] is not None:
         previous = _shards(values["PREVIOUS_LOCATION"], common, "OPTIONS['PREVIOUS_LOCATION']")
+        _check_ring_size(
+            values["PLACEMENT"], values["VNODES"], previous, "OPTIONS['PREVIOUS_LOCATION']"
+        )
         _check_previous(shards, previous)
     _check_wait_timeout(values["WAIT_REPLICAS"], values["WAIT_TIMEOUT"], shards)
     return Options(

@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
+from redis.exceptions import ResponseError
+
 from hacache import driver
 from hacache.dropped import DroppedWrites
 from hacache.endpoint import Command, Replies
@@ -44,6 +46,17 @@ class Op(NamedTuple):
     readonly: bool = False
     fills: bool = False
     writes: list[list[str] | None] | None = None
+
+
+def _named(op: Op, error: ResponseError) -> ResponseError:
+    """A shard's error reply (WRONGTYPE, OOM, NOPERM...), naming the shard as failures do."""
+    if str(error).startswith("shard "):
+        return error  # already named (``Shard.error``)
+    shards = list(dict.fromkeys(shard for shard, _ in op.batches))
+    if len(shards) == 1:
+        return shards[0].error(error)
+    names = ", ".join(repr(shard.name) for shard in shards)
+    return type(error)(f"one of shards {names}: {error}")
 
 
 class Router:
@@ -144,22 +157,24 @@ class Router:
     def run(self, op: Op) -> Any:
         if not op.batches:
             return op.finish([])  # answered by the near-cache
-        if op.cleanup is None:
-            return driver.run(op, self)
         try:
             return driver.run(op, self)
+        except ResponseError as exc:
+            raise _named(op, exc) from exc
         finally:
-            op.cleanup()
+            if op.cleanup is not None:
+                op.cleanup()
 
     async def arun(self, op: Op) -> Any:
         if not op.batches:
             return op.finish([])
-        if op.cleanup is None:
-            return await driver.arun(op, self)
         try:
             return await driver.arun(op, self)
+        except ResponseError as exc:
+            raise _named(op, exc) from exc
         finally:
-            op.cleanup()
+            if op.cleanup is not None:
+                op.cleanup()
 
     def serves(self, alias: str) -> None:
         """A backend for ``alias`` uses this router: its shards name it in their logs."""

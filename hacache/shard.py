@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from redis.connection import SSLConnection
 from redis.exceptions import RedisError
 
 from hacache.breaker import Breaker
@@ -194,7 +195,10 @@ class Shard:
     def error(self, exc: RedisError, endpoint: Endpoint | None = None) -> RedisError:
         """The same exception class, naming the shard: logs must show which server failed."""
         where = endpoint.address if endpoint is not None else self.address
-        return type(exc)(f"shard {self.name!r} ({where}): {exc}")
+        tls = ""  # a rediss:// URL to a plain server fails in the handshake, unexplained
+        if "connecting" in str(exc) and issubclass(self.spec.connection_class, SSLConnection):
+            tls = "; while connecting with TLS (rediss://): is the server TLS-enabled?"
+        return type(exc)(f"shard {self.name!r} ({where}): {exc}{tls}")
 
     def endpoints(self) -> list[Endpoint]:
         """Every server this shard has used: its master, replicas, past masters."""

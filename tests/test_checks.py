@@ -50,6 +50,30 @@ def test_a_sound_setting_has_nothing_to_report():
         ("redis://h:1?weight=100000", None, ["hacache.E005"]),
         # Errors in LOCATION and in OPTIONS are both reported.
         ("http://h:1", {"VNODE": 1}, ["hacache.E001", "hacache.E003"]),
+        # What used to pass the checks and fail at first use.
+        ("redis://h:1?socket_timeout=-1", None, ["hacache.E004"]),
+        ("redis://h:1?socket_connect_timeout=nan", None, ["hacache.E004"]),
+        ("sentinel://s/svc?socket_timeout=-1", None, ["hacache.E004"]),
+        (GOOD, {"CONNECTION_OPTIONS": {"socket_timeout": -1}}, ["hacache.E004"]),
+        (GOOD, {"SOCKET_TIMEOUT": float("nan"), "POOL_TIMEOUT": -1}, ["hacache.E004"] * 2),
+        ("redis://h:1/-1", None, ["hacache.E003"]),
+        ("redis://h:1/abc", None, ["hacache.E003"]),
+        ("sentinel://s/svc?socket_timeout=abc", None, ["hacache.E004"]),
+        ("sentinel://s/svc?protocol=9", None, ["hacache.E003"]),
+        ("redis://[::1:6379", None, ["hacache.E003"]),
+        ("sentinel://[::1:26379/svc", None, ["hacache.E003"]),
+        ("rediss://h:1?ssl_bogus=1", None, ["hacache.E003"]),
+        ("rediss://h:1?ssl_cert_reqs=bogus", None, ["hacache.E003"]),
+        ("redis://h:1?ssl_cert_reqs=none", None, ["hacache.E003"]),
+        (GOOD, {"CONNECTION_OPTIONS": {"ssl_bogus": 1}}, ["hacache.E001"]),
+        ("redis://h:1?weight=1001", None, ["hacache.E005"]),
+        (GOOD, {"VNODES": 10_001}, ["hacache.E005"]),
+        (["redis://a:1?weight=1000", "redis://b:1?weight=1000"], None, ["hacache.E005"]),
+        (
+            ["redis://a:1?weight=1001", "redis://b:1/x", "redis://c:1?db=-1"],
+            None,
+            ["hacache.E003", "hacache.E003", "hacache.E005"],
+        ),
     ],
 )
 def test_errors(location, options, expected):
@@ -79,6 +103,21 @@ def test_messages_name_the_alias_and_never_a_password():
     params["LOCATION"] = "redis://:s3cret@h:1?weight=0"
     (message,) = check_alias("sessions", params)
     assert message.id == "hacache.E005" and "s3cret" not in message.msg
+
+
+def test_messages_say_what_was_expected():
+    def text(location, options=None):
+        params = {"BACKEND": "hacache.HACache", "LOCATION": location, "OPTIONS": options}
+        (message,) = check_alias("x", params)
+        return f"{message.id} {message.msg} HINT: {message.hint}"
+
+    assert "db must be an integer >= 0, got 'abc'" in text("redis://h/abc")
+    assert "socket_timeout: expected a finite number of seconds > 0" in text(
+        "redis://h?socket_timeout=-1"
+    )
+    assert "at most 200,000" in text(GOOD, {"VNODES": 10_001})
+    assert "1 to 1000" in text("redis://h?weight=5000")
+    assert "320,000 ring points" in text(["redis://a:1?weight=1000", "redis://b:1?weight=1000"])
 
 
 def test_only_hacache_entries_are_checked(settings):

@@ -61,6 +61,110 @@ def test_bad_configuration_names_the_setting(location, options, names):
         build(location, options)
 
 
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(
+    ("location", "options", "message"),
+    [
+        # Timeouts: finite and positive wherever they are given.
+        ("redis://h", {"SOCKET_TIMEOUT": NAN}, r"OPTIONS\['SOCKET_TIMEOUT'\]: expected a finite"),
+        ("redis://h", {"SOCKET_CONNECT_TIMEOUT": INF}, r"'SOCKET_CONNECT_TIMEOUT'.*finite"),
+        ("redis://h", {"SOCKET_TIMEOUT": -1}, r"'SOCKET_TIMEOUT'.*positive number of seconds"),
+        ("redis://h", {"POOL_TIMEOUT": INF}, r"'POOL_TIMEOUT'.*finite"),
+        ("redis://h", {"HEDGE_DELAY": NAN}, r"'HEDGE_DELAY'.*finite number of seconds >= 0"),
+        ("redis://h", {"FAILOVER_TIMEOUT": -0.5}, r"'FAILOVER_TIMEOUT'.*>= 0"),
+        ("redis://h", {"NEAR_CACHE": True, "NEAR_CACHE_TTL": INF}, r"'NEAR_CACHE_TTL'.*finite"),
+        ("redis://h", {"CONNECTION_OPTIONS": {"socket_timeout": NAN}},
+         r"CONNECTION_OPTIONS'\]\['socket_timeout'\]: expected None or a finite"),
+        ("redis://h", {"CONNECTION_OPTIONS": {"socket_connect_timeout": -1}},
+         r"\['socket_connect_timeout'\]: expected None or a finite number of seconds > 0"),
+        ("redis://h?socket_timeout=-1", None, r"LOCATION: .*socket_timeout: expected a finite"),
+        ("redis://h?socket_timeout=nan", None, r"socket_timeout: expected a finite.*'nan'"),
+        ("redis://h?socket_connect_timeout=inf", None, r"socket_connect_timeout: .*'inf'"),
+        ("sentinel://s/svc?socket_timeout=-1", None, r"LOCATION: .*socket_timeout: expected a"),
+        # db: an integer >= 0, in the path or the query.
+        ("redis://h/-1", None, r"LOCATION: 'redis://h/-1': db must be an integer >= 0, got '-1'"),
+        ("redis://h/abc", None, r"db must be an integer >= 0, got 'abc'"),
+        ("redis://h/1/2", None, r"db must be an integer >= 0, got '1/2'"),
+        ("redis://h/abc?db=1", None, r"db must be an integer >= 0, got 'abc'"),
+        ("redis://h?db=-1", None, r"URL parameter db: expected an integer >= 0, got '-1'"),
+        ("sentinel://s/svc/x", None, r"db must be an integer >= 0, got 'x'"),
+        ("sentinel://s/svc?db=x", None, r"URL parameter db: expected an integer >= 0"),
+        # Every URL parameter checked against what it takes, sentinel:// too.
+        ("sentinel://s/svc?socket_timeout=abc", None, r"socket_timeout: expected .* got 'abc'"),
+        ("sentinel://s/svc?health_check_interval=x", None, r"health_check_interval: expected"),
+        ("sentinel://s/svc?protocol=9", None, r"protocol: expected 2 or 3, got '9'"),
+        ("sentinel://s/svc?socket_keepalive=maybe", None, r"socket_keepalive: expected true or"),
+        ("sentinel://s/svc?bogus=1", None, r"unknown URL parameter\(s\) bogus"),
+        ("sentinel://s:x/svc", None, r"bad sentinel address 's:x'; expected host:port"),
+        ("sentinel://s:99999/svc", None, r"bad sentinel address"),
+        ("sentinel://[::1:26379/svc", None, r"malformed IPv6 sentinel address '\[::1:26379'"),
+        ("redis://h?protocol=9", None, r"URL parameter protocol: expected 2 or 3"),
+        ("redis://h?socket_read_size=0", None, r"socket_read_size: expected an integer >= 1"),
+        ("redis://h?health_check_interval=-1", None, r"health_check_interval: expected an int"),
+        ("redis://h?socket_keepalive=maybe", None, r"socket_keepalive: expected true or false"),
+        # Malformed IPv6 and ports.
+        ("redis://[::1:6379", None, r"LOCATION: .*malformed URL \(Invalid IPv6 URL\); write an"),
+        ("redis://[::1]:abc", None, r"malformed URL \(Port could not be cast"),
+        ("redis://h:99999", None, r"malformed URL \(Port out of range"),
+        # TLS parameters: known to redis-py's SSLConnection (sync and async), rediss:// only.
+        ("rediss://h?ssl_bogus=1", None, r"LOCATION: .*unknown URL parameter\(s\) ssl_bogus;.*"
+         r"with rediss://: ssl_ca_certs"),
+        ("rediss://h?ssl_validate_ocsp=1", None, r"unknown URL parameter\(s\) ssl_validate_ocsp"),
+        ("redis://h?ssl_cert_reqs=none", None, r"ssl_cert_reqs need\(s\) a rediss:// \(TLS\)"),
+        ("rediss://h?ssl_cert_reqs=bogus", None,
+         r"^hacache: LOCATION: 'rediss://h\?ssl_cert_reqs=bogus': Invalid SSL Certificate"),
+        ("rediss://h?ssl_check_hostname=maybe", None, r"ssl_check_hostname: expected true or"),
+        ("rediss://h", {"CONNECTION_OPTIONS": {"ssl_bogus": 1}}, r"^hacache: OPTIONS\['CONNE"),
+        # Bounds that keep the ring small.
+        ("redis://h?weight=1001", None, r"weight must be an integer from 1 to 1000, got '1001'"),
+        ("redis://h?weight=10000000", None, r"weight must be an integer from 1 to 1000"),
+        ("redis://h", {"VNODES": 10_001}, r"OPTIONS\['VNODES'\]: expected at most 10,000"),
+        ("redis://h", {"VNODES": 10**9}, r"OPTIONS\['VNODES'\]: expected at most 10,000"),
+        (["redis://a?weight=1000", "redis://b?weight=300"], None,
+         r"LOCATION weights x OPTIONS\['VNODES'\]: 208,000 ring points, at most 200,000"),
+        ("redis://a", {"VNODES": 10_000, "PREVIOUS_LOCATION": ["redis://a", *[
+            f"redis://b{i}" for i in range(20)]]}, r"^hacache: OPTIONS\['PREVIOUS_LOCATION'\] wei"),
+        (["redis://h", 3], None, r"LOCATION: expected a list .* got a list holding int, str"),
+    ],
+)  # fmt: skip
+def test_every_bad_value_fails_at_start_up(location, options, message):
+    with pytest.raises(ImproperlyConfigured, match=message):
+        build(location, options)
+
+
+def test_good_values_still_pass():
+    options = parse_options(
+        [
+            "redis://h/0?socket_timeout=1.5&socket_keepalive=true&health_check_interval=0",
+            "rediss://t:6380/3?ssl_cert_reqs=none&ssl_check_hostname=false&name=tls&weight=1000",
+            "redis://[::1]:6379/2",
+            "sentinel://[::1]:26379,s2/svc/4?socket_timeout=0.2&client_name=web",
+        ],
+        {"VNODES": 40, "CONNECTION_OPTIONS": {"socket_connect_timeout": None}},
+    )
+    one, tls, six, sentinel = options.shards
+    assert one.connection_kwargs["socket_keepalive"] is True and one.connection_kwargs["db"] == 0
+    assert tls.connection_kwargs["ssl_check_hostname"] is False and tls.weight == 1000
+    assert six.name == "::1:6379" and six.connection_kwargs["db"] == 2  # names as before
+    assert sentinel.sentinels == (("::1", 26379), ("s2", 26379))
+    assert sentinel.connection_kwargs["db"] == 4
+    assert sentinel.connection_kwargs["client_name"] == "web"  # was silently dropped
+    assert sentinel.sentinel_kwargs["socket_timeout"] == 0.2
+    assert parse_options("redis://h?weight=1000", {"VNODES": 200}).vnodes == 200  # 200,000
+
+
+def test_the_ring_enforces_the_bounds_too():
+    from hacache.ring import MAX_RING_POINTS, HashRing
+
+    with pytest.raises(ValueError, match="from 1 to 1000"):
+        HashRing({"a": 1001})
+    with pytest.raises(ValueError, match="ring points"):
+        HashRing({f"s{i}": 1000 for i in range(2)})
+    assert len(HashRing({"a": 1000}, vnodes=200)._points) == MAX_RING_POINTS
+
+
 def test_wait_timeout_is_only_checked_when_writes_wait():
     assert parse_options("redis://h?socket_timeout=0.05", None).wait_timeout == 0.1
     assert parse_options("redis://h", {"WAIT_REPLICAS": 1, "WAIT_TIMEOUT": 0.4}).wait_replicas
