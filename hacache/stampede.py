@@ -275,8 +275,9 @@ class Flight:
 
     def _wait(self, seconds: float) -> Op:
         """Block until the holder is done (or ``seconds``), then look again, in one batch."""
-        shard = self._cache._router.shard_for(self._key)
-        socket = shard.spec.connection_kwargs.get("socket_timeout") or 0.5
+        router = self._cache._router
+        shard = router.shard_for(self._key)
+        socket = shard.spec.connection_kwargs.get("socket_timeout") or router.options.socket_timeout
         seconds = round(max(_MIN_BLOCK, min(seconds, socket / 2)), 3)
         done = self._names["done"]
         blocking = ("BLMOVE", done, done, "RIGHT", "LEFT", seconds)  # wakes all, takes none
