@@ -70,6 +70,9 @@ class NearCacheOptions:
     ttl: float
     # Which Redis keys (with prefix and version) may be kept near: None means every key.
     covers: Callable[[str], bool] | None
+    # NEAR_CACHE_TRACKING: Redis key prefixes whose changes by anyone evict near entries (CLIENT
+    # TRACKING ... BCAST); () means every key; None: off. See ``invalidation``.
+    tracking: tuple[str, ...] | None = None
 
 
 def _seconds(value: Any) -> bool:
@@ -192,6 +195,7 @@ SCHEMA: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
     "NEAR_CACHE_TTL": (_positive_number, 60.0),
     "NEAR_CACHE_KEYS": (_globs, None),
     "NEAR_CACHE_EXCLUDE": (_globs, None),
+    "NEAR_CACHE_TRACKING": (lambda name, value: _tracking(name, value), False),
     "PUBLISH_INVALIDATIONS": (_optional_boolean, None),
     "INVALIDATION_CHANNEL": (_channel, "hacache:invalidate"),
     "FAIL_OPEN": (_boolean, False),
@@ -264,7 +268,25 @@ def _near_cache(values: dict[str, Any], given: Mapping[str, Any]) -> NearCacheOp
         max_bytes=values["NEAR_CACHE_MAX_BYTES"],
         ttl=values["NEAR_CACHE_TTL"],
         covers=_key_filter(values["NEAR_CACHE_KEYS"], values["NEAR_CACHE_EXCLUDE"]),
+        tracking=values["NEAR_CACHE_TRACKING"],
     )
+
+
+def _tracking(name: str, value: Any) -> tuple[str, ...] | None:
+    """False: off; True: every key; a list of Redis key prefixes (e.g. ["site:"])."""
+    if value is False:
+        return None
+    if value is True:
+        return ()
+    if (
+        not isinstance(value, (list, tuple))
+        or not value
+        or not all(isinstance(v, str) and v for v in value)
+    ):
+        raise _fail(
+            f"OPTIONS['{name}']", f"expected True, False or a list of key prefixes, got {value!r}"
+        )
+    return tuple(value)
 
 
 def _check_wait_timeout(replicas: int, wait: float, shards: tuple[ShardSpec, ...]) -> None:
