@@ -73,7 +73,8 @@ class Topology:
         self.password = password
         self.tls = tls
         self.tls_auth_clients = tls_auth_clients
-        planned = plan(self.run_dir, host, self.shard_names, replicas, sentinels)
+        certs = str(self.run_dir / "tls") if tls else None
+        planned = plan(self.run_dir, host, self.shard_names, replicas, sentinels, certs)
         self._nodes: dict[str, Node] = {n.name: n for n in planned}
         self._processes = process.Supervisor()
         self._started = False
@@ -102,11 +103,6 @@ class Topology:
     def _tls(self) -> config.TLS | None:
         certs = self.certificates
         return None if certs is None else config.TLS(certs, self.tls_auth_clients)
-
-    @property
-    def _probe_tls(self) -> dict[str, Any] | None:
-        certs = self.certificates
-        return None if certs is None else certs.probe_kwargs()
 
     def nodes(self) -> list[Node]:
         return list(self._nodes.values())
@@ -162,15 +158,13 @@ class Topology:
         return self._processes.wait_until(node, deadline, self._ping, "did not answer PING")
 
     def _ping(self, node: Node) -> str | None:
-        return None if probes.ping(node, self.password, self._probe_tls) else "no answer to PING"
+        return None if probes.ping(node, self.password) else "no answer to PING"
 
     def _replica_reason(self, node: Node) -> str | None:
-        return probes.replica_reason(node, self.password, self._probe_tls)
+        return probes.replica_reason(node, self.password)
 
     def _sentinel_reason(self, node: Node) -> str | None:
-        return probes.sentinel_reason(
-            node, self._launched_masters(), self.replicas, self.sentinels, self._probe_tls
-        )
+        return probes.sentinel_reason(node, self._launched_masters(), self.replicas, self.sentinels)
 
     def _launch(self, node: Node, deadline: float, used: set[int]) -> None:
         """Start one node on a fresh port, moving to another port if someone grabbed it."""
@@ -307,9 +301,7 @@ class Topology:
             state = "running" if self._processes.is_running(node) else "stopped"
             if state == "running" and self._processes.is_paused(node):
                 state = "paused"
-            by_sentinel = seen.get(node.port)
-            tls_kwargs = self._probe_tls
-            rows.append(probes.node_status(node, state, by_sentinel, self.password, tls_kwargs))
+            rows.append(probes.node_status(node, state, seen.get(node.port), self.password))
         return rows
 
     def _sentinel_views(self) -> dict[str, probes.SentinelView]:
@@ -317,8 +309,7 @@ class Topology:
         running = [n for n in self._by_role("sentinel") if self._processes.is_running(n)]
         if not running:
             return {}
-        tls_kwargs = self._probe_tls
-        views = {s: probes.sentinel_view(running, s, tls_kwargs) for s in self.shard_names}
+        views = {shard: probes.sentinel_view(running, shard) for shard in self.shard_names}
         return {shard: view for shard, view in views.items() if view is not None}
 
     def masters(self) -> dict[str, Node]:

@@ -2,8 +2,8 @@
 
 Invariants kept here:
 
-- A TLS topology's nodes are probed over TLS (``tls``: ``redis.Redis`` arguments, None for a
-  plain one), with the launcher's client certificate.
+- A TLS-only node (``node.certs`` set) is probed over TLS with the topology's CA and client
+  certificate.
 - Every probe is bounded: one connection with ``PROBE_TIMEOUT`` for connect and read, and no
   retries, so a dead or paused node costs at most a fraction of a second and never a hang.
 - Probes report, they do not raise: a node that does not answer gives ``False``, ``None`` or a
@@ -18,7 +18,7 @@ Invariants kept here:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,7 @@ from redis.retry import Retry
 
 from hacache.sentinel import DOWN_FLAGS, flags, pairs
 from hacache.topology.node import Node
+from hacache.topology.tls import Certificates
 
 PROBE_TIMEOUT = 0.3  # short, so a dead or paused node never stalls the launcher
 # At start-up nothing is being promoted, so a replica Sentinel flags "disconnected" is simply not
@@ -38,12 +39,11 @@ PROBE_ERRORS = (redis.RedisError, OSError)
 
 
 @contextlib.contextmanager
-def probe(
-    node: Node, password: str | None, tls: Mapping[str, Any] | None = None
-) -> Iterator[redis.Redis]:
+def probe(node: Node, password: str | None) -> Iterator[redis.Redis]:
     """A client with short timeouts and no retries (Sentinels are asked without a password)."""
+    tls = Certificates(node.certs).probe_kwargs() if node.certs else {}
     client = redis.Redis(
-        **(tls or {}),
+        **tls,
         host=node.host,
         port=node.port,
         password=None if node.is_sentinel else password,
@@ -58,20 +58,18 @@ def probe(
         client.close()
 
 
-def ping(node: Node, password: str | None, tls: Mapping[str, Any] | None = None) -> bool:
+def ping(node: Node, password: str | None) -> bool:
     try:
-        with probe(node, password, tls) as client:
+        with probe(node, password) as client:
             return bool(client.ping())
     except PROBE_ERRORS:
         return False
 
 
-def replication(
-    node: Node, password: str | None, tls: Mapping[str, Any] | None = None
-) -> dict[str, Any] | None:
+def replication(node: Node, password: str | None) -> dict[str, Any] | None:
     """``INFO replication`` of a Redis node, or None if it does not answer."""
     try:
-        with probe(node, password, tls) as client:
+        with probe(node, password) as client:
             return dict(client.info("replication"))
     except PROBE_ERRORS:
         return None
@@ -82,7 +80,6 @@ def node_status(
     process: str,
     by_sentinel: tuple[str, frozenset[str]] | None,
     password: str | None,
-    tls: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One row of ``Topology.status()``. ``process`` is ``running``, ``paused`` or ``stopped``
     (only a running node is asked anything); ``by_sentinel`` is Sentinel's (role, flags)."""
@@ -107,10 +104,10 @@ def node_status(
     if process != "running":
         return row
     if node.is_sentinel:
-        row["alive"] = ping(node, None, tls)
+        row["alive"] = ping(node, None)
         row["role"] = "sentinel" if row["alive"] else None
         return row
-    info = replication(node, password, tls)
+    info = replication(node, password)
     if info is not None:
         row["alive"] = True
         row["role"] = "replica" if info.get("role") == "slave" else info.get("role")
@@ -118,12 +115,10 @@ def node_status(
     return row
 
 
-def replica_reason(
-    node: Node, password: str | None, tls: Mapping[str, Any] | None = None
-) -> str | None:
+def replica_reason(node: Node, password: str | None) -> str | None:
     """None when the replica's link to its master is up, else why not."""
     try:
-        with probe(node, password, tls) as client:
+        with probe(node, password) as client:
             info = client.info("replication")
     except PROBE_ERRORS as exc:
         return f"INFO replication failed: {exc}"
@@ -132,15 +127,11 @@ def replica_reason(
 
 
 def sentinel_reason(
-    node: Node,
-    masters: dict[str, Node],
-    replicas: int,
-    sentinels: int,
-    tls: Mapping[str, Any] | None = None,
+    node: Node, masters: dict[str, Node], replicas: int, sentinels: int
 ) -> str | None:
     """None once the Sentinel knows every launched master, its replicas and its peers."""
     try:
-        with probe(node, None, tls) as client:
+        with probe(node, None) as client:
             for shard, master in masters.items():
                 reason = _shard_reason(client, shard, master, replicas, sentinels)
                 if reason:
@@ -182,14 +173,12 @@ def _entry(info: dict[str, str]) -> tuple[int, tuple[str, frozenset[str]]]:
     return int(info["port"]), (role, found - set(ROLE_FLAGS) - {""})
 
 
-def sentinel_view(
-    sentinel_nodes: Iterable[Node], shard: str, tls: Mapping[str, Any] | None = None
-) -> SentinelView | None:
+def sentinel_view(sentinel_nodes: Iterable[Node], shard: str) -> SentinelView | None:
     """The most recent view of ``shard`` among the Sentinels that answer (None if none does)."""
     best: SentinelView | None = None
     for node in sentinel_nodes:
         try:
-            with probe(node, None, tls) as client:
+            with probe(node, None) as client:
                 master = pairs(client.execute_command("SENTINEL", "MASTER", shard))
                 replicas = [pairs(r) for r in client.execute_command("SENTINEL", "REPLICAS", shard)]
         except PROBE_ERRORS:
