@@ -196,8 +196,11 @@ class Shard:
         """The same exception class, naming the shard: logs must show which server failed."""
         where = endpoint.address if endpoint is not None else self.address
         tls = ""  # a rediss:// URL to a plain server fails in the handshake, unexplained
-        if "connecting" in str(exc) and issubclass(self.spec.connection_class, SSLConnection):
+        secure = issubclass(self.spec.connection_class, SSLConnection)
+        if "connecting" in str(exc) and secure:
             tls = "; while connecting with TLS (rediss://): is the server TLS-enabled?"
+        elif "reset by peer" in str(exc) and not secure:  # what a TLS-only server does
+            tls = "; a TLS-only server resets plain connections: does it need rediss://?"
         return type(exc)(f"shard {self.name!r} ({where}): {exc}{tls}")
 
     def endpoints(self) -> list[Endpoint]:
