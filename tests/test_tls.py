@@ -24,6 +24,7 @@ import redis
 from django.core.exceptions import ImproperlyConfigured
 from redis.connection import Connection, SSLConnection
 
+from hacache.inspection import ask_sentinels
 from hacache.topology import Topology, main
 from hacache.topology.tls import Certificates, make_certificates
 from tests.conftest import DELIVERY, cache_params, key_on, make_cache, running, until
@@ -158,6 +159,7 @@ def test_sentinel_tls_topology_follows_a_promotion(tmp_path):
         shard = cache._router.shards["shard0"]
         assert shard.spec.connection_class is SSLConnection
         shard.discover()  # over TLS to the Sentinels
+        assert ask_sentinels(shard).answered == 3  # and so does `manage.py hacache`
         assert shard.monitor is not None and shard.monitor._class is SSLConnection
         old = topo.masters()["shard0"]
         assert shard.master.address == f"{old.host}:{old.port}"
