@@ -55,6 +55,7 @@ class Options:
     hedge_delay: float
     dropped_writes_max: int
     metrics: bool
+    stampede: Any  # hacache.stampede.StampedeOptions; None: get_or_set takes Django's steps
     # Turns a Redis key back into the caller's key (keys(), iter_keys()): None is the inverse
     # of Django's default KEY_FUNCTION, "prefix:version:key".
     reverse_key_function: Callable[[str], str] | None
@@ -160,6 +161,12 @@ def _dotted_path(name: str, value: Any) -> Any:
         raise _fail(f"OPTIONS['{name}']", f"cannot import {value!r}: {exc}") from exc
 
 
+def _stampede(name: str, value: Any) -> Any:
+    from hacache.stampede import parse_option  # imported late: it builds on the router
+
+    return parse_option(name, value)
+
+
 def _callable(name: str, value: Any) -> Any:
     if value is not None and not callable(value):
         raise _fail(f"OPTIONS['{name}']", f"expected a function or its dotted path, got {value!r}")
@@ -199,6 +206,7 @@ SCHEMA: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
     "HEDGE_DELAY": (_seconds_or_zero, 0.05),
     "DROPPED_WRITES_MAX": (_positive_int, 100_000),
     "METRICS": (_boolean, False),
+    "STAMPEDE": (_stampede, True),
     "REVERSE_KEY_FUNCTION": (_dotted_path, None),
     "PREVIOUS_LOCATION": (lambda name, value: value, None),  # parsed with LOCATION, below
 }
@@ -394,6 +402,7 @@ def parse_options(location: Any, options: Any) -> Options:
         hedge_delay=values["HEDGE_DELAY"],
         dropped_writes_max=values["DROPPED_WRITES_MAX"],
         metrics=values["METRICS"],
+        stampede=values["STAMPEDE"],
         reverse_key_function=_callable("REVERSE_KEY_FUNCTION", values["REVERSE_KEY_FUNCTION"]),
         previous_shards=previous,
     )
