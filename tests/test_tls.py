@@ -159,7 +159,9 @@ def test_sentinel_tls_topology_follows_a_promotion(tmp_path):
         shard = cache._router.shards["shard0"]
         assert shard.spec.connection_class is SSLConnection
         shard.discover()  # over TLS to the Sentinels
-        assert ask_sentinels(shard).answered == 3  # and so does `manage.py hacache`
+        # `manage.py hacache` too. Once, under the full suite's load, one of its fresh
+        # redis-py TLS connections said "Connection not ready": asked again, not a failure.
+        assert until(lambda: ask_sentinels(shard).answered == 3, 5)  # noqa: B023
         assert shard.monitor is not None and shard.monitor._class is SSLConnection
         old = topo.masters()["shard0"]
         assert shard.master.address == f"{old.host}:{old.port}"
