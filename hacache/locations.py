@@ -283,6 +283,8 @@ def parse_sentinel_shard(url: str, common: Mapping[str, Any]) -> ShardSpec:
 
     The credentials are the Redis servers'; Sentinel's own go in ``sentinel_username`` and
     ``sentinel_password`` query parameters. A sentinel's IPv6 address is written ``[addr]:port``.
+    TLS: ``ssl=true`` for the servers, ``sentinel_ssl`` for the Sentinels (default: as ``ssl``);
+    the ``ssl_*`` parameters apply to both.
     """
     shown = _redacted(url)
     rest = url[len("sentinel://") :]
@@ -304,15 +306,26 @@ def parse_sentinel_shard(url: str, common: Mapping[str, Any]) -> ShardSpec:
         for k in list(query)
         if k in ("sentinel_username", "sentinel_password")
     }
-    unknown = [k for k in query if k not in _REDIS_URL_PARAMS]
+    tls, sentinel_tls = _sentinel_tls(query, shown)
+    unknown = [k for k in query if k not in _REDIS_URL_PARAMS and k not in _SSL_URL_PARAMS]
     if unknown:
         allowed = ", ".join(sorted(_REDIS_URL_PARAMS | _SHARD_URL_PARAMS))
         raise fail(
             "LOCATION",
             f"{shown!r}: unknown URL parameter(s) {', '.join(unknown)}; allowed: {allowed}, "
-            "sentinel_username, sentinel_password",
+            "sentinel_username, sentinel_password, ssl, sentinel_ssl; with TLS: "
+            + ", ".join(sorted(_SSL_URL_PARAMS)),
         )
     own = _query_params(query, shown)
+    ssl_args = {k: own.pop(k) for k in list(own) if k.startswith("ssl_")}
+    if ssl_args and not (tls or sentinel_tls):
+        raise fail(
+            "LOCATION",
+            f"{shown!r}: {', '.join(sorted(ssl_args))} need(s) ssl=true (TLS to the servers and "
+            "the Sentinels) or sentinel_ssl=true in a sentinel:// URL",
+        )
+    if tls:
+        own.update(ssl_args)
     if db:
         own["db"] = _db(db, shown)
     if userinfo:
@@ -320,28 +333,49 @@ def parse_sentinel_shard(url: str, common: Mapping[str, Any]) -> ShardSpec:
         own["username"] = unquote(username) or None
         own["password"] = unquote(password) or None
     kwargs: dict[str, Any] = {**common, **own}
-    _check_arguments(sync_connection.Connection, own, kwargs, shown)
+    connection_class = sync_connection.SSLConnection if tls else sync_connection.Connection
+    _check_arguments(connection_class, own, kwargs, shown)
     bounded = [t for t in (kwargs["socket_connect_timeout"], kwargs["socket_timeout"]) if t]
     timeout = min(bounded) if bounded else None
+    to_sentinels = {
+        "protocol": 2,
+        **NO_SETINFO,
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        **sentinel_auth,
+    }
+    if sentinel_tls:  # "ssl": what redis.Redis takes; hacache.sentinel picks SSLConnection by it
+        _check_connection_kwargs(
+            sync_connection.SSLConnection, {**to_sentinels, **ssl_args}, shown, "LOCATION"
+        )
+        to_sentinels.update(ssl=True, **ssl_args)
     return ShardSpec(
         name=ours.get("name") or service,
         weight=_weight(ours, shown),
         address=f"sentinel:{service}",
-        connection_class=sync_connection.Connection,
-        async_connection_class=async_connection.Connection,
+        connection_class=connection_class,
+        async_connection_class=_ASYNC_CLASS[connection_class],
         connection_kwargs=MappingProxyType(kwargs),
         sentinels=tuple(sentinels),
         service=service,
-        sentinel_kwargs=MappingProxyType(
-            {
-                "protocol": 2,
-                **NO_SETINFO,
-                "socket_timeout": timeout,
-                "socket_connect_timeout": timeout,
-                **sentinel_auth,
-            }
-        ),
+        sentinel_kwargs=MappingProxyType(to_sentinels),
     )
+
+
+def _sentinel_tls(query: dict[str, str], shown: str) -> tuple[bool, bool]:
+    """Pop ``ssl`` and ``sentinel_ssl`` from a sentinel:// URL's query: whether to use TLS to
+    the servers, and to the Sentinels (by default, as to the servers)."""
+    found = {}
+    for key in ("ssl", "sentinel_ssl"):
+        text = query.pop(key, None)
+        if text is None:
+            continue
+        if text.lower() not in _BOOLEANS:
+            raise fail("LOCATION", f"{shown!r}: URL parameter {key}: expected true or false, "
+                       f"got {text!r}")  # fmt: skip
+        found[key] = text.lower() in ("1", "t", "y", "yes", "true", "on")
+    tls = bool(found.get("ssl", False))
+    return tls, bool(found.get("sentinel_ssl", tls))
 
 
 def _split_url(url: str, shown: str) -> Any:

@@ -24,7 +24,7 @@ import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from redis.connection import Connection
+from redis.connection import Connection, SSLConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
@@ -112,6 +112,8 @@ class SentinelMonitor:
         self.service = service
         self._service_bytes = service.encode()
         self._kwargs = dict(sentinel_kwargs)
+        # "ssl" as redis.Redis takes it (hacache.inspection passes these to redis.Redis).
+        self._class = SSLConnection if self._kwargs.pop("ssl", False) else Connection
         self._commands: dict[Address, Connection] = {}  # kept, used under _asking
         self._asking = threading.Lock()
         self._down: dict[Address, Address] = {}  # sentinel -> the master it reports down
@@ -126,7 +128,7 @@ class SentinelMonitor:
     def _ask(self, sentinel: Address) -> tuple[dict[str, str], list[Any]]:
         connection = self._commands.get(sentinel)
         if connection is None:
-            connection = Connection(host=sentinel[0], port=sentinel[1], **self._kwargs)
+            connection = self._class(host=sentinel[0], port=sentinel[1], **self._kwargs)
             self._commands[sentinel] = connection
         try:
             connection.send_packed_command(
@@ -156,11 +158,13 @@ class SentinelMonitor:
         Raises ``ConnectionError`` when no sentinel knows the service."""
         with self._asking:
             answers = []
+            last_error = ""
             for sentinel in list(self.sentinels):
                 try:
                     info, replicas = self._ask(sentinel)
                 except (RedisError, OSError) as exc:
                     logger.debug("hacache: sentinel %s:%s did not answer: %s", *sentinel, exc)
+                    last_error = f" (last error: {exc})"
                     continue
                 self._note(sentinel, _master_of(info), bool(flags(info) & DOWN_FLAGS))
                 answers.append((int(info.get("config-epoch", "0") or 0), sentinel, info, replicas))
@@ -169,6 +173,7 @@ class SentinelMonitor:
             if not answers:
                 raise RedisConnectionError(
                     f"no sentinel of {self.sentinels} knows the master of {self.service!r}"
+                    + last_error
                 )
             epoch, sentinel, info, replicas = max(answers, key=lambda a: a[0])  # ties: first
             if sentinel != self.sentinels[0]:
@@ -229,7 +234,7 @@ class SentinelMonitor:
         self._wake = threading.Event()
 
     def _subscribe(self, sentinel: Address) -> Connection:
-        connection = Connection(host=sentinel[0], port=sentinel[1], **self._kwargs)
+        connection = self._class(host=sentinel[0], port=sentinel[1], **self._kwargs)
         connection.send_command("SUBSCRIBE", *EVENTS)
         for _ in EVENTS:
             connection.read_response()

@@ -51,6 +51,19 @@ class ShardStats:
 _shards: weakref.WeakSet[Shard] = weakref.WeakSet()
 
 
+def _tls_hint(text: str, secure: bool, client_cert: bool) -> str:
+    """TLS on one side only, or a client certificate missing, said plainly (redis-py's errors
+    show only the symptom: a reset, a handshake timeout, an EOF)."""
+    if not secure:
+        reset = "reset by peer" in text  # what a TLS-only server does to a plain connection
+        return "; a TLS-only server resets plain connections: rediss://?" if reset else ""
+    if not client_cert and ("CERTIFICATE_REQUIRED" in text or "EOF occurred" in text):
+        return "; no client certificate given (ssl_certfile, ssl_keyfile): does the server ask?"
+    if "connecting" in text and "CERTIFICATE_VERIFY_FAILED" not in text:
+        return "; while connecting with TLS (rediss://): is the server TLS-enabled?"
+    return ""
+
+
 def _after_fork_in_child() -> None:
     for shard in list(_shards):
         shard._changed = threading.Condition()
@@ -195,10 +208,10 @@ class Shard:
     def error(self, exc: RedisError, endpoint: Endpoint | None = None) -> RedisError:
         """The same exception class, naming the shard: logs must show which server failed."""
         where = endpoint.address if endpoint is not None else self.address
-        tls = ""  # a rediss:// URL to a plain server fails in the handshake, unexplained
-        if "connecting" in str(exc) and issubclass(self.spec.connection_class, SSLConnection):
-            tls = "; while connecting with TLS (rediss://): is the server TLS-enabled?"
-        return type(exc)(f"shard {self.name!r} ({where}): {exc}{tls}")
+        text = str(exc)
+        secure = issubclass(self.spec.connection_class, SSLConnection)
+        tls = _tls_hint(text, secure, bool(self.spec.connection_kwargs.get("ssl_certfile")))
+        return type(exc)(f"shard {self.name!r} ({where}): {text}{tls}")
 
     def endpoints(self) -> list[Endpoint]:
         """Every server this shard has used: its master, replicas, past masters."""

@@ -12,14 +12,15 @@ Library use::
 
 Command line (processes outlive the command; state lives in ``DIR/topology.json``)::
 
-    python -m hacache.topology up [--dir DIR] [--shards N] [--replicas R] [--sentinels S]
+    python -m hacache.topology up [--dir DIR] [--shards N] [--replicas R] [--sentinels S] [--tls]
     python -m hacache.topology status [--dir DIR]     # exit status 1 if any node is dead
     python -m hacache.topology kill shard0-master     # also pause, resume, start NODE
     python -m hacache.topology down [--dir DIR]
 
 Modules: ``launcher`` (the ``Topology`` class), ``process`` (spawning, signalling, reaping),
 ``config`` (redis.conf/sentinel.conf and client URLs), ``probes`` (bounded questions to nodes),
-``state`` (the run directory's files), ``node`` (``Node`` and the errors), ``cli``.
+``state`` (the run directory's files), ``node`` (``Node`` and the errors), ``tls`` (a throw-away
+CA and certificates for ``tls=True``: TLS-only nodes, ``rediss://`` URLs), ``cli``.
 
 Invariants: only processes a topology started are ever signalled; every probe is bounded by a
 short timeout; the public names below stay importable from ``hacache.topology``.

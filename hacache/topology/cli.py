@@ -3,6 +3,7 @@
 ::
 
     up [--shards N] [--replicas R] [--sentinels S] [--down-after-ms MS] [--password PW]
+       [--tls [--tls-auth-clients yes|optional|no]]
        [--options JSON] [--json]          start a topology; print its nodes and CACHES setting
     status [--json]                       every node: process, answers?, role (own and Sentinel's)
     down                                  stop exactly what ``up`` started
@@ -86,6 +87,14 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--failover-timeout-ms", type=int, default=3000)
     up.add_argument("--password", default=None)
     up.add_argument("--host", default="127.0.0.1")
+    up.add_argument(
+        "--tls", action="store_true",
+        help="TLS-only nodes, with a CA and certificates made in DIR/tls; rediss:// URLs",
+    )  # fmt: skip
+    up.add_argument(
+        "--tls-auth-clients", choices=["yes", "optional", "no"], default="yes",
+        help="whether nodes require a client certificate (default: yes)",
+    )  # fmt: skip
     up.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for readiness")
     up.add_argument("--json", action="store_true", help="print only the CACHES JSON")
     up.add_argument(
@@ -123,6 +132,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
         down_after_ms=args.down_after_ms,
         failover_timeout_ms=args.failover_timeout_ms,
         password=args.password,
+        tls=args.tls,
+        tls_auth_clients=args.tls_auth_clients,
     )
     topo.up(timeout=args.timeout)
     caches = topo.caches_setting(**args.options)

@@ -9,16 +9,32 @@ Invariants kept here:
 - Sentinels use a majority quorum (computed by the caller) and monitor every shard by its shard
   name, which is also the Sentinel service name in the ``sentinel://`` URLs.
 - A password is percent-encoded wherever it goes into a URL.
+- With TLS, a node listens on ``tls-port`` only (``port 0``): a plain client cannot reach it, so
+  a URL that forgets TLS fails instead of quietly working. Its own links (replica to master,
+  Sentinel to every node) use TLS too (``tls-replication yes``).
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote as url_quote
 
 from hacache.topology.node import Node
+from hacache.topology.tls import Certificates
+
+AUTH_CLIENTS = ("yes", "optional", "no")  # redis.conf's tls-auth-clients
+
+
+@dataclass(frozen=True)
+class TLS:
+    """A topology's TLS settings: its certificates, and whether nodes ask clients for one
+    (``tls-auth-clients``: yes, optional or no)."""
+
+    certs: Certificates
+    auth_clients: str = "yes"
 
 
 def quote(value: str) -> str:
@@ -35,9 +51,21 @@ def is_ip(host: str) -> bool:
     return True
 
 
-def common_lines(node: Node) -> list[str]:
+def tls_lines(tls: TLS) -> list[str]:
     return [
-        f"port {node.port}",
+        f"tls-cert-file {quote(tls.certs.server_cert)}",
+        f"tls-key-file {quote(tls.certs.server_key)}",
+        f"tls-ca-cert-file {quote(tls.certs.ca)}",
+        f"tls-auth-clients {tls.auth_clients}",
+        "tls-replication yes",
+    ]
+
+
+def common_lines(node: Node, tls: TLS | None = None) -> list[str]:
+    ports = [f"port {node.port}"] if tls is None else ["port 0", f"tls-port {node.port}"]
+    return [
+        *ports,
+        *(tls_lines(tls) if tls is not None else []),
         f"bind {node.host}",
         f"dir {quote(node.dir)}",
         f"logfile {quote(node.log)}",
@@ -47,10 +75,12 @@ def common_lines(node: Node) -> list[str]:
     ]
 
 
-def redis_lines(node: Node, *, password: str | None, master: Node | None) -> list[str]:
+def redis_lines(
+    node: Node, *, password: str | None, master: Node | None, tls: TLS | None = None
+) -> list[str]:
     """redis.conf for a master (``master`` None) or a replica of ``master``."""
     lines = [
-        *common_lines(node),
+        *common_lines(node, tls),
         'save ""',
         "appendonly no",
         # Fast tests: no 5 s diskless-sync delay, no 10 s wait for replicas on SIGTERM.
@@ -72,9 +102,10 @@ def sentinel_lines(
     down_after_ms: int,
     failover_timeout_ms: int,
     password: str | None,
+    tls: TLS | None = None,
 ) -> list[str]:
     """sentinel.conf monitoring each shard's launched master under the shard's name."""
-    lines = common_lines(node)
+    lines = common_lines(node, tls)
     if not is_ip(node.host):
         lines.append("sentinel resolve-hostnames yes")
     for shard, master in masters.items():
@@ -101,14 +132,29 @@ def _auth(password: str | None) -> str:
     return f":{url_quote(password, safe='')}@" if password else ""
 
 
-def redis_url(node: Node, shard: str, password: str | None) -> str:
-    """``redis://`` URL of one server; ``name=`` is the shard's stable identity for hashing."""
+def _tls_query(tls: TLS | None, *, sentinel: bool) -> str:
+    if tls is None:
+        return ""
+    params = {"ssl": "true"} if sentinel else {}
+    params.update(tls.certs.client_params())
+    return "".join(f"&{k}={url_quote(v, safe='/')}" for k, v in params.items())
+
+
+def redis_url(node: Node, shard: str, password: str | None, tls: TLS | None = None) -> str:
+    """``redis://`` URL of one server (``rediss://`` with TLS: the CA and the client
+    certificate as ``ssl_*`` parameters); ``name=`` is the shard's stable identity for hashing."""
     host = f"[{node.host}]" if ":" in node.host else node.host
-    return f"redis://{_auth(password)}{host}:{node.port}/0?name={shard}"
+    scheme = "redis" if tls is None else "rediss"
+    query = _tls_query(tls, sentinel=False)
+    return f"{scheme}://{_auth(password)}{host}:{node.port}/0?name={shard}{query}"
 
 
-def sentinel_url(sentinels: Iterable[tuple[str, int]], shard: str, password: str | None) -> str:
+def sentinel_url(
+    sentinels: Iterable[tuple[str, int]], shard: str, password: str | None, tls: TLS | None = None
+) -> str:
     """``sentinel://`` URL through which hacache finds the shard's master. ``password`` is the
-    servers'; the launcher's Sentinels have none, so the URL gives them none."""
+    servers'; the launcher's Sentinels have none, so the URL gives them none. With TLS,
+    ``ssl=true`` and the ``ssl_*`` parameters apply to the Sentinels and to the servers."""
     hosts = ",".join(f"{host}:{port}" for host, port in sentinels)
-    return f"sentinel://{_auth(password)}{hosts}/{shard}/0?name={shard}"
+    query = _tls_query(tls, sentinel=True)
+    return f"sentinel://{_auth(password)}{hosts}/{shard}/0?name={shard}{query}"

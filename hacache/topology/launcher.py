@@ -16,6 +16,10 @@ Invariants kept here:
   rewritten after every kill and start.
 - A node keeps its port for the topology's lifetime, so a restarted node comes back where clients
   and Sentinels expect it.
+- With ``tls=True`` every node, Sentinels included, listens on TLS only, with certificates made
+  once in ``DIR/tls/`` (see ``tls.make_certificates``); the URLs it gives out are ``rediss://``
+  (and ``sentinel://...?ssl=true``) with the CA and the client certificate, and its own probes
+  use them too.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from hacache.topology import config, probes, process, state
+from hacache.topology import config, probes, process, state, tls
 from hacache.topology.node import Node, TopologyError, TopologyRunning, UnknownNode, plan
 
 PORT_ATTEMPTS = 5
@@ -49,12 +53,16 @@ class Topology:
         down_after_ms: int = 1000,
         failover_timeout_ms: int = 3000,
         password: str | None = None,
+        tls: bool = False,
+        tls_auth_clients: str = "yes",
     ) -> None:
         if shards < 1 or replicas < 0 or sentinels < 0:
             raise ValueError("need shards >= 1, replicas >= 0 and sentinels >= 0")
         if password is not None and (not password or re.search(r"[\s\"']", password)):
             # Sentinel's CONFIG REWRITE writes auth-pass unquoted; such a password breaks restarts.
             raise ValueError("password must be non-empty, without whitespace or quotes")
+        if tls_auth_clients not in config.AUTH_CLIENTS:
+            raise ValueError(f"tls_auth_clients must be one of {', '.join(config.AUTH_CLIENTS)}")
         self.run_dir = Path(run_dir).resolve()  # absolute: Redis chdirs into its own dir
         self.shards = shards
         self.replicas = replicas
@@ -63,7 +71,10 @@ class Topology:
         self.down_after_ms = down_after_ms
         self.failover_timeout_ms = failover_timeout_ms
         self.password = password
-        planned = plan(self.run_dir, host, self.shard_names, replicas, sentinels)
+        self.tls = tls
+        self.tls_auth_clients = tls_auth_clients
+        certs = str(self.run_dir / "tls") if tls else None
+        planned = plan(self.run_dir, host, self.shard_names, replicas, sentinels, certs)
         self._nodes: dict[str, Node] = {n.name: n for n in planned}
         self._processes = process.Supervisor()
         self._started = False
@@ -82,6 +93,16 @@ class Topology:
     def quorum(self) -> int:
         """Majority of Sentinels, so one partitioned Sentinel cannot trigger a failover."""
         return max(1, self.sentinels // 2 + 1)
+
+    @property
+    def certificates(self) -> tls.Certificates | None:
+        """The CA, server and client certificates of a TLS topology (made by ``up()``)."""
+        return tls.Certificates(str(self.run_dir / "tls")) if self.tls else None
+
+    @property
+    def _tls(self) -> config.TLS | None:
+        certs = self.certificates
+        return None if certs is None else config.TLS(certs, self.tls_auth_clients)
 
     def nodes(self) -> list[Node]:
         return list(self._nodes.values())
@@ -110,7 +131,7 @@ class Topology:
         if node.role == "replica":
             assert node.shard is not None
             master = self._launched_master(node.shard)
-        return config.redis_lines(node, password=self.password, master=master)
+        return config.redis_lines(node, password=self.password, master=master, tls=self._tls)
 
     def _sentinel_conf(self, node: Node) -> list[str]:
         return config.sentinel_lines(
@@ -120,6 +141,7 @@ class Topology:
             down_after_ms=self.down_after_ms,
             failover_timeout_ms=self.failover_timeout_ms,
             password=self.password,
+            tls=self._tls,
         )
 
     def _write_conf(self, node: Node) -> None:
@@ -175,6 +197,8 @@ class Topology:
         process.binaries()
         self._refuse_if_running()
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.tls:
+            tls.make_certificates(self.run_dir / "tls", self.host)
         deadline = time.monotonic() + timeout
         used: set[int] = set()
         try:
@@ -244,6 +268,8 @@ class Topology:
                 "down_after_ms": self.down_after_ms,
                 "failover_timeout_ms": self.failover_timeout_ms,
                 "password": self.password,
+                "tls": self.tls,
+                "tls_auth_clients": self.tls_auth_clients,
             },
             "nodes": [asdict(n) for n in self._nodes.values()],
         }
@@ -309,7 +335,8 @@ class Topology:
     def master_urls(self) -> list[str]:
         """One URL per shard; ``name=`` is the shard's stable identity for key hashing."""
         return [
-            config.redis_url(node, shard, self.password) for shard, node in self.masters().items()
+            config.redis_url(node, shard, self.password, self._tls)
+            for shard, node in self.masters().items()
         ]
 
     def sentinel_addresses(self) -> list[tuple[str, int]]:
@@ -318,7 +345,10 @@ class Topology:
     def sentinel_urls(self) -> list[str]:
         """One ``sentinel://`` URL per shard: hacache finds each master through Sentinel."""
         addresses = self.sentinel_addresses()
-        return [config.sentinel_url(addresses, shard, self.password) for shard in self.shard_names]
+        return [
+            config.sentinel_url(addresses, shard, self.password, self._tls)
+            for shard in self.shard_names
+        ]
 
     def caches_setting(self, **options: Any) -> dict[str, Any]:
         """A ready-to-use Django ``CACHES`` dict: through Sentinel when there are sentinels."""

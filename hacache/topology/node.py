@@ -4,7 +4,8 @@ A ``Node`` is plain data, serialised as is into the state file (``dataclasses.as
 later command can rebuild the topology and find its processes. Invariants: ``name`` is unique
 within a topology; ``role`` is the role the node was *launched* with and never changes (the role
 it holds now, after a failover, is asked from the node or from Sentinel); ``pid`` is ``None``
-whenever the launcher does not believe the process to be alive. Names are ``shardN-master``,
+whenever the launcher does not believe the process to be alive; ``certs`` is set on every node of
+a TLS topology (all its nodes listen on TLS only). Names are ``shardN-master``,
 ``shardN-replicaM`` (M from 1) and ``sentinelK``; each node lives in ``RUN_DIR/NAME/``.
 """
 
@@ -55,15 +56,27 @@ class Node:
     dir: str = ""
     conf: str = ""
     log: str = ""
+    certs: str | None = None  # TLS-only: the directory of the topology's certificates
+
+    @property
+    def tls(self) -> bool:
+        return self.certs is not None
 
     @property
     def is_sentinel(self) -> bool:
         return self.role == "sentinel"
 
 
-def plan(run_dir: Path, host: str, shards: list[str], replicas: int, sentinels: int) -> list[Node]:
+def plan(
+    run_dir: Path,
+    host: str,
+    shards: list[str],
+    replicas: int,
+    sentinels: int,
+    certs: str | None = None,
+) -> list[Node]:
     """Every node of a topology, masters first, each shard's replicas after its master, then the
-    Sentinels; ports are chosen at launch (0 until then)."""
+    Sentinels; ports are chosen at launch (0 until then). ``certs``: TLS-only nodes."""
     nodes = []
     for shard in shards:
         nodes.append(_new_node(run_dir, host, f"{shard}-master", "master", shard))
@@ -71,6 +84,8 @@ def plan(run_dir: Path, host: str, shards: list[str], replicas: int, sentinels: 
             nodes.append(_new_node(run_dir, host, f"{shard}-replica{i}", "replica", shard))
     for i in range(sentinels):
         nodes.append(_new_node(run_dir, host, f"sentinel{i}", "sentinel", None))
+    for node in nodes:
+        node.certs = certs
     return nodes
 
 

@@ -2,6 +2,8 @@
 
 Invariants kept here:
 
+- A TLS-only node (``node.certs`` set) is probed over TLS with the topology's CA and client
+  certificate.
 - Every probe is bounded: one connection with ``PROBE_TIMEOUT`` for connect and read, and no
   retries, so a dead or paused node costs at most a fraction of a second and never a hang.
 - Probes report, they do not raise: a node that does not answer gives ``False``, ``None`` or a
@@ -26,6 +28,7 @@ from redis.retry import Retry
 
 from hacache.sentinel import DOWN_FLAGS, flags, pairs
 from hacache.topology.node import Node
+from hacache.topology.tls import Certificates
 
 PROBE_TIMEOUT = 0.3  # short, so a dead or paused node never stalls the launcher
 # At start-up nothing is being promoted, so a replica Sentinel flags "disconnected" is simply not
@@ -38,7 +41,9 @@ PROBE_ERRORS = (redis.RedisError, OSError)
 @contextlib.contextmanager
 def probe(node: Node, password: str | None) -> Iterator[redis.Redis]:
     """A client with short timeouts and no retries (Sentinels are asked without a password)."""
+    tls = Certificates(node.certs).probe_kwargs() if node.certs else {}
     client = redis.Redis(
+        **tls,
         host=node.host,
         port=node.port,
         password=None if node.is_sentinel else password,
