@@ -25,7 +25,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from redis.exceptions import ResponseError
+from redis.exceptions import NoPermissionError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from hacache.driver import drive
@@ -232,20 +232,20 @@ class Subscriber(threading.Thread):
             connection.send_command("SUBSCRIBE", channel)
             try:
                 connection.read_response()
-            except ResponseError as exc:
+            except NoPermissionError as exc:
                 rule = f"+subscribe and &{channel}"
                 raise Refused(f"SUBSCRIBE to {channel!r}", rule, exc) from None
             # Sent on another connection after the subscription took effect: every message
             # with a higher number will reach us.
             seq = drive(exchange(master, [("GET", seq_key)]))[0]
-            if isinstance(seq, ResponseError):
+            if isinstance(seq, NoPermissionError):
                 raise Refused(f"GET of {seq_key!r}", f"+get and %R~{seq_key}", seq)
             baseline = int(seq or 0)
             last = self.last_seq = baseline
             self.near.trust(self.shard.name)
             if self.refused:
                 self.refused = False
-                logger.warning(
+                logger.info(
                     "hacache: cache %r, shard %r: invalidation subscriber now allowed and "
                     "listening; the near-cache serves this shard's keys again",
                     self.shard.cache, self.shard.name,
@@ -261,7 +261,7 @@ class Subscriber(threading.Thread):
                     connection.send_command("PING")
                     awaiting_pong = True
                     continue
-                except ResponseError as exc:  # only our PING is answered with an error
+                except NoPermissionError as exc:  # only our PING can be refused
                     raise Refused("heartbeat PING", "+ping", exc) from None
                 awaiting_pong = False
                 if message[0] == b"message":

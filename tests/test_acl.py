@@ -19,7 +19,7 @@ import pytest
 import redis
 from django.core.cache import caches
 
-from hacache import ops
+from hacache import invalidation, ops
 from hacache.topology import Topology
 from tests.conftest import cache_params, key_on, make_cache, until
 
@@ -312,3 +312,31 @@ def test_refused_subscriber_keeps_the_near_cache_off(
     assert not any(near.trusted(shard) for shard in cache._router.shards)
     assert len(_warnings(caplog, "invalidation subscriber")) == 3  # retries are throttled
     _no_secret(caplog)
+
+
+@pytest.mark.usefixtures("acl_users")
+def test_a_subscriber_allowed_later_turns_the_near_cache_back_on(
+    settings: Any, topology: Topology, caplog: pytest.LogCaptureFixture, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(invalidation, "REFUSED_RETRY", 0.2)
+    caplog.set_level(logging.INFO)
+    clients = _admin(topology)
+    for client in clients:
+        client.execute_command("ACL", "SETUSER", "hc-later", "reset", "on", f">{PASSWORD}",
+                               *RULES["hc-nochannel"].split())  # fmt: skip
+    try:
+        cache = _cache(settings, topology, "hc-later", "near")
+        cache._router.bus.listen()
+        assert until(lambda: len(_warnings(caplog, "invalidation subscriber")) == 3, 5)
+        for client in clients:
+            client.execute_command("ACL", "SETUSER", "hc-later", f"&{CHANNEL}")
+        assert cache._router.near.wait_trusted(5)
+        assert until(lambda: caplog.text.count("now allowed and listening") == 3, 5)
+        k = key_on(cache, "shard0")
+        cache.set(k, "v")
+        assert cache.get(k) == "v" and cache.get(k) == "v"
+        assert cache.near_cache_stats()["hits"] >= 1
+    finally:
+        for client in clients:
+            client.execute_command("ACL", "DELUSER", "hc-later")
+            client.close()
