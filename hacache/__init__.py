@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["HACache", "get_redis_connection", "register_warmup", "wait_for_replicas"]
+__all__ = ["HACache", "cached", "get_redis_connection", "register_warmup", "wait_for_replicas"]
 __version__ = "0.1.0"
 
 
@@ -19,6 +19,10 @@ def __getattr__(name: str) -> Any:
         from hacache.backend import HACache
 
         return HACache
+    if name == "cached":
+        from hacache.stampede import cached
+
+        return cached
     if name == "get_redis_connection":
         from hacache.rawclient import get_redis_connection
 

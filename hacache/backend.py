@@ -7,13 +7,16 @@ that is expensive to build: the router (pools, ring) is shared by the whole proc
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import re
 from collections.abc import Iterable
 from typing import Any
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
+from hacache import stampede
 from hacache.compat import DjangoRedisAPI
 from hacache.compat_structures import StructuresAPI
 from hacache.extended import ExtendedOps, beyond_64_bits
@@ -106,6 +109,29 @@ class HACache(DjangoRedisAPI, StructuresAPI, BaseCache):
                 raise
             return self._drive(self._incr_big(key, delta, exc))
 
+    def get_or_set(
+        self, key, default, timeout=DEFAULT_TIMEOUT, version=None, *,
+        protect=None, grace=None, xfetch_beta=None,
+    ) -> Any:  # fmt: skip
+        """Django's ``get_or_set``, with stampede protection (see ``stampede``): on a miss one
+        caller computes, the others wait for its value. ``protect``, ``grace`` and
+        ``xfetch_beta`` override ``OPTIONS['STAMPEDE']`` for this call."""
+        flight = stampede.flight(self, key, timeout, version, protect, grace, xfetch_beta)
+        if flight is None:
+            return super().get_or_set(key, default, timeout, version)
+        found = self._drive(flight.lookup())
+        if found is not stampede.COMPUTE:
+            return found
+        try:
+            value = default() if callable(default) else default
+        except BaseException:
+            release = flight.release()
+            if release is not None:
+                with contextlib.suppress(RedisError):
+                    self._run(release)
+            raise
+        return self._run(flight.store(value))
+
     def get_many(self, keys, version=None) -> dict[Any, Any]:
         key_map = self._keys(keys, version)
         if not key_map:
@@ -194,6 +220,35 @@ class HACache(DjangoRedisAPI, StructuresAPI, BaseCache):
             if not beyond_64_bits(exc):
                 raise
             return await self._adrive(self._incr_big(key, delta, exc))
+
+    async def aget_or_set(
+        self, key, default, timeout=DEFAULT_TIMEOUT, version=None, *,
+        protect=None, grace=None, xfetch_beta=None,
+    ) -> Any:  # fmt: skip
+        """See ``get_or_set``; a ``default`` that returns an awaitable is awaited."""
+        flight = stampede.flight(self, key, timeout, version, protect, grace, xfetch_beta)
+        if flight is None:
+            found = await self.aget(key, self._missing_key, version=version)
+            if found is not self._missing_key:
+                return found
+        else:
+            found = await self._adrive(flight.lookup())
+            if found is not stampede.COMPUTE:
+                return found
+        try:
+            value = default() if callable(default) else default
+            if inspect.isawaitable(value):
+                value = await value
+        except BaseException:
+            release = None if flight is None else flight.release()
+            if release is not None:
+                with contextlib.suppress(RedisError):
+                    await self._arun(release)
+            raise
+        if flight is None:  # Django's steps
+            await self.aadd(key, value, timeout=timeout, version=version)
+            return await self.aget(key, value, version=version)
+        return await self._arun(flight.store(value))
 
     async def aget_many(self, keys, version=None) -> dict[Any, Any]:
         key_map = self._keys(keys, version)

@@ -31,7 +31,7 @@ def instrument(cache: Any, meter: Meter) -> None:
     Instance attributes shadow the class's methods, so an uninstrumented cache runs exactly
     the code it always did."""
     for name in ("add", "set", "touch", "delete", "has_key", "incr", "clear", "incr_version",
-                 *_extended()):  # fmt: skip
+                 "get_or_set", *_extended()):  # fmt: skip
         for prefix in ("", "a"):
             setattr(cache, prefix + name, _counted(meter, name, getattr(cache, prefix + name)))
     cache.get, cache.aget = _gets(meter, cache.get, cache.aget)

@@ -10,6 +10,13 @@ heartbeat ``PING`` goes unanswered, marks its shard untrusted until it has subsc
 
 Message: ``"<seq> <origin> <json list of keys>"``, or ``"<seq> <origin> *"`` for ``clear()``;
 with metrics on, ``<origin>`` is ``<id>@<unix time sent>`` (older readers just see a stranger).
+
+With ``NEAR_CACHE_TRACKING``, a second transport sees the changes that publish nothing (other
+clients, ``redis-cli``, expiry and eviction inside Redis): Redis's own ``CLIENT TRACKING`` in
+``BCAST`` mode, armed on a kept *arming* connection that redirects its invalidations to the
+subscriber's connection (on ``__redis__:invalidate``). Tracking lives only as long as the arming
+connection does and says nothing when it dies (redis #11767), so the subscriber checks it every
+``HEARTBEAT`` and, when it is gone, treats it as a lost subscription: untrust, re-arm, flush.
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ PUBLISH = (
     "redis.call('PUBLISH', ARGV[1], seq .. ' ' .. ARGV[2]) return seq"
 )
 HEARTBEAT = 1.0  # seconds of silence before the subscriber PINGs; no PONG within as long: lost
+TRACKING_CHANNEL = "__redis__:invalidate"  # where Redis sends CLIENT TRACKING's invalidations
+TRACKING_CHANNEL_BYTES = TRACKING_CHANNEL.encode()
 RECONNECT_DELAY = (0.05, 1.0)  # first and longest wait between attempts (with jitter)
 REFUSED_RETRY = 30.0  # seconds between attempts of a subscriber that Redis's ACL refused
 REFUSED_LOG_EVERY = 600.0  # seconds between repeated warnings about the same refusal
@@ -59,10 +68,12 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 class Bus:
     """Publishes this process's invalidations and runs its subscribers, one per shard."""
 
-    def __init__(self, shards: Iterable[Shard], near: NearCache | None, channel: str) -> None:
+    def __init__(self, shards: Iterable[Shard], near: NearCache | None, channel: str,
+                 tracking: tuple[str, ...] | None = None) -> None:  # fmt: skip
         self.shards = list(shards)
         self.near = near
         self.channel = channel
+        self.tracking = tracking  # key prefixes for CLIENT TRACKING (() = all), or None
         self.seq_key = f"{channel}:seq"
         self.origin = uuid.uuid4().hex[:16]
         # With metrics: each message carries its send time ("origin@time"), and the
@@ -158,6 +169,7 @@ class Subscriber(threading.Thread):
         self.near: NearCache = bus.near  # type: ignore[assignment]
         self._stopping = threading.Event()
         self._connection: Any = None
+        self._arming: Any = None  # the connection CLIENT TRACKING is armed on
         self.subscriptions = 0  # successful (re)subscriptions
         self.last_seq = 0  # the newest invalidation applied: lets tests wait for delivery
         self.refused = False  # Redis's ACL refused the last attempt (see ``Refused``)
@@ -228,12 +240,24 @@ class Subscriber(threading.Thread):
         if self._stopping.is_set():
             return
         channel, seq_key = self.bus.channel, self.bus.seq_key
+        tracking = self.bus.tracking
         try:
-            connection.send_command("SUBSCRIBE", channel)
+            if tracking is not None:
+                try:
+                    connection.send_command("CLIENT", "ID")
+                    self._arm(master, kwargs, connection.read_response(), tracking)
+                except NoPermissionError as exc:
+                    rule = "+client|id and +client|tracking"
+                    raise Refused("CLIENT TRACKING (NEAR_CACHE_TRACKING)", rule, exc) from None
+                connection.send_command("SUBSCRIBE", channel, TRACKING_CHANNEL)
+                channels, rule = 2, f"+subscribe, &{channel} and &{TRACKING_CHANNEL}"
+            else:
+                connection.send_command("SUBSCRIBE", channel)
+                channels, rule = 1, f"+subscribe and &{channel}"
             try:
-                connection.read_response()
+                for _ in range(channels):  # one reply per channel, or one refusal for all
+                    connection.read_response()
             except NoPermissionError as exc:
-                rule = f"+subscribe and &{channel}"
                 raise Refused(f"SUBSCRIBE to {channel!r}", rule, exc) from None
             # Sent on another connection after the subscription took effect: every message
             # with a higher number will reach us.
@@ -252,7 +276,11 @@ class Subscriber(threading.Thread):
                 )  # fmt: skip
             self.subscriptions += 1
             awaiting_pong = False
+            checked = time.monotonic()
             while not self._stopping.is_set():
+                if tracking is not None and time.monotonic() - checked >= HEARTBEAT:
+                    self._check_arming()
+                    checked = time.monotonic()
                 try:
                     message = connection.read_response(disconnect_on_error=False)
                 except RedisTimeoutError:
@@ -264,11 +292,43 @@ class Subscriber(threading.Thread):
                 except NoPermissionError as exc:  # only our PING can be refused
                     raise Refused("heartbeat PING", "+ping", exc) from None
                 awaiting_pong = False
-                if message[0] == b"message":
+                if message[0] != b"message":
+                    continue
+                if message[1] == TRACKING_CHANNEL_BYTES:
+                    self._tracked(message[2])
+                else:
                     last = self.last_seq = self._apply(message[2], last, baseline)
         finally:
             self._connection = None
             connection.disconnect()
+            if self._arming is not None:
+                self._arming.disconnect()
+                self._arming = None
+
+    def _arm(self, master: Endpoint, kwargs: dict[str, Any], client_id: int,
+             prefixes: tuple[str, ...]) -> None:  # fmt: skip
+        """CLIENT TRACKING on a kept connection, its invalidations sent to ours."""
+        self._arming = arming = master.connection_class(**kwargs)
+        command = ["CLIENT", "TRACKING", "ON", "REDIRECT", client_id, "BCAST"]
+        for prefix in prefixes:
+            command += ("PREFIX", prefix)
+        arming.send_command(*command)
+        arming.read_response()
+
+    def _check_arming(self) -> None:
+        """Tracking dies with its connection, silently: a PING that fails ends the session."""
+        self._arming.send_command("PING")
+        self._arming.read_response()
+
+    def _tracked(self, keys: list[bytes] | None) -> None:
+        """Redis says these keys changed (None: the whole db was flushed)."""
+        if keys is None:
+            self.near.flush(self.shard.name)
+            return
+        seq_key = self.bus.seq_key
+        changed = [k for k in (key.decode() for key in keys) if k != seq_key]
+        if changed:
+            self.near.evict(changed, remote=True)
 
     def _apply(self, data: bytes, last: int, baseline: int) -> int:
         seq_text, origin, payload = data.split(b" ", 2)

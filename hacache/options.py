@@ -55,6 +55,7 @@ class Options:
     hedge_delay: float
     dropped_writes_max: int
     metrics: bool
+    stampede: Any  # hacache.stampede.StampedeOptions; None: get_or_set takes Django's steps
     # Turns a Redis key back into the caller's key (keys(), iter_keys()): None is the inverse
     # of Django's default KEY_FUNCTION, "prefix:version:key".
     reverse_key_function: Callable[[str], str] | None
@@ -69,6 +70,9 @@ class NearCacheOptions:
     ttl: float
     # Which Redis keys (with prefix and version) may be kept near: None means every key.
     covers: Callable[[str], bool] | None
+    # NEAR_CACHE_TRACKING: Redis key prefixes whose changes by anyone evict near entries (CLIENT
+    # TRACKING ... BCAST); () means every key; None: off. See ``invalidation``.
+    tracking: tuple[str, ...] | None = None
 
 
 def _seconds(value: Any) -> bool:
@@ -160,6 +164,12 @@ def _dotted_path(name: str, value: Any) -> Any:
         raise _fail(f"OPTIONS['{name}']", f"cannot import {value!r}: {exc}") from exc
 
 
+def _stampede(name: str, value: Any) -> Any:
+    from hacache.stampede import parse_option  # imported late: it builds on the router
+
+    return parse_option(name, value)
+
+
 def _callable(name: str, value: Any) -> Any:
     if value is not None and not callable(value):
         raise _fail(f"OPTIONS['{name}']", f"expected a function or its dotted path, got {value!r}")
@@ -185,6 +195,7 @@ SCHEMA: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
     "NEAR_CACHE_TTL": (_positive_number, 60.0),
     "NEAR_CACHE_KEYS": (_globs, None),
     "NEAR_CACHE_EXCLUDE": (_globs, None),
+    "NEAR_CACHE_TRACKING": (lambda name, value: _tracking(name, value), False),
     "PUBLISH_INVALIDATIONS": (_optional_boolean, None),
     "INVALIDATION_CHANNEL": (_channel, "hacache:invalidate"),
     "FAIL_OPEN": (_boolean, False),
@@ -199,6 +210,7 @@ SCHEMA: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
     "HEDGE_DELAY": (_seconds_or_zero, 0.05),
     "DROPPED_WRITES_MAX": (_positive_int, 100_000),
     "METRICS": (_boolean, False),
+    "STAMPEDE": (_stampede, True),
     "REVERSE_KEY_FUNCTION": (_dotted_path, None),
     "PREVIOUS_LOCATION": (lambda name, value: value, None),  # parsed with LOCATION, below
 }
@@ -256,7 +268,25 @@ def _near_cache(values: dict[str, Any], given: Mapping[str, Any]) -> NearCacheOp
         max_bytes=values["NEAR_CACHE_MAX_BYTES"],
         ttl=values["NEAR_CACHE_TTL"],
         covers=_key_filter(values["NEAR_CACHE_KEYS"], values["NEAR_CACHE_EXCLUDE"]),
+        tracking=values["NEAR_CACHE_TRACKING"],
     )
+
+
+def _tracking(name: str, value: Any) -> tuple[str, ...] | None:
+    """False: off; True: every key; a list of Redis key prefixes (e.g. ["site:"])."""
+    if value is False:
+        return None
+    if value is True:
+        return ()
+    if (
+        not isinstance(value, (list, tuple))
+        or not value
+        or not all(isinstance(v, str) and v for v in value)
+    ):
+        raise _fail(
+            f"OPTIONS['{name}']", f"expected True, False or a list of key prefixes, got {value!r}"
+        )
+    return tuple(value)
 
 
 def _check_wait_timeout(replicas: int, wait: float, shards: tuple[ShardSpec, ...]) -> None:
@@ -394,6 +424,7 @@ def parse_options(location: Any, options: Any) -> Options:
         hedge_delay=values["HEDGE_DELAY"],
         dropped_writes_max=values["DROPPED_WRITES_MAX"],
         metrics=values["METRICS"],
+        stampede=values["STAMPEDE"],
         reverse_key_function=_callable("REVERSE_KEY_FUNCTION", values["REVERSE_KEY_FUNCTION"]),
         previous_shards=previous,
     )

@@ -49,6 +49,25 @@ def install(cache: Any) -> None:
     for name, plan in _PLANS.items():
         setattr(cache, name, _sync(cache, plan))
         setattr(cache, "a" + name, _async(cache, plan))
+    backend = type(cache)
+
+    # get_or_set looks the key up itself (its stampede protection): read a moved key through
+    # first, and hand a real miss to it.
+    def get_or_set(key: Any, default: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None,
+                   **kwargs: Any) -> Any:  # fmt: skip
+        found = cache._drive(_get(cache, key, _MISSING, version))
+        if found is not _MISSING:
+            return found
+        return backend.get_or_set(cache, key, default, timeout, version, **kwargs)
+
+    async def aget_or_set(key: Any, default: Any, timeout: Any = DEFAULT_TIMEOUT,
+                          version: Any = None, **kwargs: Any) -> Any:  # fmt: skip
+        found = await cache._adrive(_get(cache, key, _MISSING, version))
+        if found is not _MISSING:
+            return found
+        return await backend.aget_or_set(cache, key, default, timeout, version, **kwargs)
+
+    cache.get_or_set, cache.aget_or_set = get_or_set, aget_or_set
 
 
 def _sync(cache: Any, plan: Callable[..., Plan]) -> Callable[..., Any]:

@@ -80,7 +80,12 @@ class Router:
             NearCache(self.shards, near.max_entries, near.max_bytes, near.ttl) if near else None
         )
         self.bus = (
-            Bus(self.shards.values(), self.near, options.invalidation_channel)
+            Bus(
+                self.shards.values(),
+                self.near,
+                options.invalidation_channel,
+                near.tracking if near else None,
+            )
             if options.publish_invalidations or near
             else None
         )

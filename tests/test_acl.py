@@ -290,13 +290,23 @@ def test_incr_without_scripts_nor_transactions_is_refused_clearly(
 
 @pytest.mark.usefixtures("acl_users")
 @pytest.mark.parametrize(
-    ("user", "rule"), [("hc-nochannel", f"&{CHANNEL}"), ("hc-noseqkey", f"~{CHANNEL}:seq")]
+    ("user", "rule", "tracking"),
+    [
+        ("hc-nochannel", f"&{CHANNEL}", False),
+        ("hc-noseqkey", f"~{CHANNEL}:seq", False),
+        ("hc-near", "+client|tracking", True),  # NEAR_CACHE_TRACKING needs CLIENT too
+    ],
 )
 def test_refused_subscriber_keeps_the_near_cache_off(
-    settings: Any, topology: Topology, caplog: pytest.LogCaptureFixture, user: str, rule: str
+    settings: Any,
+    topology: Topology,
+    caplog: pytest.LogCaptureFixture,
+    user: str,
+    rule: str,
+    tracking: bool,
 ) -> None:
     caplog.set_level(logging.WARNING)
-    cache = _cache(settings, topology, user, "near")
+    cache = _cache(settings, topology, user, "near", NEAR_CACHE_TRACKING=tracking)
     near = cache._router.near
     cache._router.bus.listen()
     assert until(lambda: len(_warnings(caplog, "invalidation subscriber")) == 3, 5)

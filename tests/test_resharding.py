@@ -131,6 +131,25 @@ def test_calls_that_need_the_key_see_the_previous_owners(urls):
     assert after.set(e, 9, nx=True) is False
 
 
+def test_get_or_set_reads_a_moved_key_through_instead_of_computing(urls):
+    before = make_cache(params(urls[:3]))
+    after = make_cache(params(urls, urls[:3]))
+    a, b = moved_keys(after)[:2]
+    before.set(a, "kept")
+    computed = []
+    assert after.get_or_set(a, lambda: computed.append(a) or "new") == "kept"
+    assert after.get_or_set(b, lambda: computed.append(b) or "fresh") == "fresh"
+    assert computed == [b] and after.get(b) == "fresh"
+
+
+async def test_aget_or_set_reads_a_moved_key_through(urls):
+    before = make_cache(params(urls[:3]))
+    after = make_cache(params(urls, urls[:3]))
+    a = moved_keys(after)[0]
+    before.set(a, "kept")
+    assert await after.aget_or_set(a, "new") == "kept"
+
+
 def test_removing_a_shard_reads_through_and_clears_it(urls):
     before = make_cache(params(urls))
     before.set_many({f"k{i}": i for i in range(N)})

@@ -1,0 +1,425 @@
+"""Stampede protection for ``get_or_set``/``aget_or_set`` and the ``@hacache.cached`` decorator.
+
+When a value is missing, one caller across every process and host takes a short *lease* in
+Redis and computes it; the others wait for its value (at most ``WAIT`` seconds, then compute
+themselves), or, with ``GRACE``, get the previous value at once. With ``XFETCH_BETA``, a caller
+may recompute a value shortly before it expires (XFetch, Vattani et al., VLDB 2015).
+
+Invariants:
+
+- **A hit costs what ``get`` costs.** The first step is ``Ops.get`` itself: a near-cache hit
+  stays local, a Redis hit is one round trip. XFetch adds ``PTTL`` and one ``GET`` to that same
+  batch (never a round trip).
+- **A miss costs what Django's ``get_or_set`` costs: three round trips.** ``GET``; one script
+  that reads the key again, takes the lease and reads the grace copy; after the computation,
+  one batch that stores (``SET NX`` + ``GET``, as Django's ``add`` + ``get``), keeps the grace
+  copy and compute time, gives the lease back and wakes the waiters.
+- **The value lives under the key exactly as ``set`` stores it**, with exactly ``timeout``:
+  plain ``get`` reads it, no envelope. What protection needs lives in companion keys
+  ``<key>:~lease``, ``<key>:~done``, ``<key>:~stale`` (GRACE) and ``<key>:~delta`` (XFetch),
+  always sent in the batch of the *key's* shard (never routed by their own names).
+- **A lease is released only by its holder** (token compared in Lua), and always: after a
+  store, and after a computation that raised. Each release wakes the waiters.
+- **No caller waits longer than ``WAIT``.** Waiting blocks in Redis on ``<key>:~done`` (no
+  polling), each block below the socket timeout; when the block ends, the same batch re-reads
+  the key and may take the lease (the holder failed, or its lease ran out).
+- **Protection never fails a call by itself.** If the lease or the wait step fails (a Redis
+  error, or failing open), the caller computes without it; storing the value then follows the
+  failure policy like any write (raises failing closed, reports nothing stored failing open).
+- Plain ``get``/``set``/``add`` are untouched; ``timeout=0`` stores nothing, so it takes
+  Django's own path.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import math
+import os
+import random as _random_module
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from django.core.cache.backends.base import DEFAULT_TIMEOUT
+from redis.exceptions import RedisError
+
+from hacache.locations import fail as _fail
+from hacache.router import Op
+
+if TYPE_CHECKING:
+    from hacache.compat import Plan
+
+__all__ = ["COMPUTE", "StampedeOptions", "cached", "parse_option"]
+
+random = _random_module.random  # the XFetch draw; tests replace it
+
+# -- options ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StampedeOptions:
+    lease: float = 5.0  # seconds a caller's claim to compute lasts (a crashed holder: at most this)
+    wait: float = 5.0  # seconds a caller waits for another's value before computing itself
+    grace: float = 0.0  # seconds past expiry the previous value is served while one recomputes
+    xfetch_beta: float = 0.0  # XFetch's beta: 0 is off, 1 is the paper's choice
+
+
+_FIELDS = {"LEASE": "lease", "WAIT": "wait", "GRACE": "grace", "XFETCH_BETA": "xfetch_beta"}
+
+
+def _number(where: str, value: Any, positive: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise _fail(where, f"expected a number >= 0, got {value!r}")
+    if positive and value == 0:
+        raise _fail(where, f"expected a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def parse_option(name: str, value: Any) -> StampedeOptions | None:
+    """``OPTIONS['STAMPEDE']``: True (the defaults), False (off), or a dict of LEASE, WAIT
+    (defaults to LEASE), GRACE, XFETCH_BETA."""
+    if value is True:
+        return StampedeOptions()
+    if value is False or value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise _fail(f"OPTIONS['{name}']", f"expected True, False or a dict, got {value!r}")
+    unknown = [k for k in value if k not in _FIELDS]
+    if unknown:
+        raise _fail(
+            f"OPTIONS['{name}'][{unknown[0]!r}]",
+            f"unknown setting; expected some of {', '.join(_FIELDS)}",
+        )
+    parsed = {
+        _FIELDS[k]: _number(f"OPTIONS['{name}']['{k}']", v, k in ("LEASE", "WAIT"))
+        for k, v in value.items()
+    }
+    parsed.setdefault("wait", parsed.get("lease", StampedeOptions.lease))
+    return StampedeOptions(**parsed)
+
+
+def resolve(
+    configured: StampedeOptions | None,
+    protect: bool | None,
+    grace: float | None,
+    xfetch_beta: float | None,
+) -> StampedeOptions | None:
+    """The settings of one call: the cache's, with the call's keyword overrides."""
+    if protect is False or (configured is None and protect is None):
+        return None
+    settings = configured or StampedeOptions()
+    changes = {}
+    for name, value in (("grace", grace), ("xfetch_beta", xfetch_beta)):
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"get_or_set({name}=...): expected a number >= 0, got {value!r}")
+            changes[name] = float(value)
+    return replace(settings, **changes) if changes else settings
+
+
+# -- the Redis side -----------------------------------------------------------------------
+
+# KEYS: key, lease, stale, done. ARGV: token, lease ms, read the grace copy (0/1), early (0/1).
+# Answers {1, value}: the value is there; {2}: the lease is ours (compute); {3, grace copy or
+# nil, lease PTTL}: another caller holds it. Taking the lease empties the done list, so that
+# a wake-up left from an earlier round wakes nobody in this one.
+_LEASE = """
+if ARGV[4] == '0' then
+  local value = redis.call('GET', KEYS[1])
+  if value then return {1, value} end
+end
+local held = redis.call('GET', KEYS[2])
+if held == ARGV[1] then return {2} end
+if not held then
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+  redis.call('DEL', KEYS[4])
+  return {2}
+end
+local stale = false
+if ARGV[3] == '1' then stale = redis.call('GET', KEYS[3]) end
+return {3, stale, redis.call('PTTL', KEYS[2])}
+"""
+
+# KEYS: lease, done. ARGV: token, done lifetime ms. Give the lease back if still ours; wake all.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+
+_HIT, _OURS, _HELD = 1, 2, 3
+_MIN_BLOCK = 0.01  # seconds: the shortest wait worth a blocking call
+_MISSING = object()
+
+
+class _Compute:
+    def __repr__(self) -> str:
+        return "COMPUTE"
+
+
+COMPUTE = _Compute()  # what ``Flight.lookup`` answers when this caller must compute
+
+
+def _early(ttl_ms: Any, delta: Any, beta: float) -> bool:
+    """XFetch: recompute now if ``now - delta * beta * ln(random()) >= expiry``."""
+    if not isinstance(ttl_ms, int) or ttl_ms < 0 or delta is None:
+        return False
+    return -float(delta) * beta * math.log(random() or 1e-300) >= ttl_ms
+
+
+class Flight:
+    """One ``get_or_set`` call: ``lookup()`` is a plan answering the value or ``COMPUTE``;
+    then ``store(value)`` or, if computing raised, ``release()`` (both single operations)."""
+
+    __slots__ = ("_cache", "_held", "_key", "_names", "_overwrite", "_settings", "_started",
+                 "_timeout")  # fmt: skip
+
+    def __init__(self, cache: Any, key: str, timeout: int | None, settings: StampedeOptions):
+        self._cache, self._key, self._timeout, self._settings = cache, key, timeout, settings
+        self._names = {part: f"{key}:~{part}" for part in ("lease", "done", "stale", "delta")}
+        self._held: str | None = None  # our lease's token, while we hold one
+        self._overwrite = False  # an early refresh replaces a live value
+        self._started = 0.0
+
+    # -- step 1: read, and on a miss take the lease or wait -----------------------------------
+
+    def lookup(self) -> Plan:
+        cache, settings = self._cache, self._settings
+        loads = cache._router.options.serializer.loads
+        xfetch = settings.xfetch_beta > 0 and self._timeout is not None
+        read = cache._ops.get(self._key, _MISSING)
+        xfetch = xfetch and bool(read.batches)  # a near-cache hit stays local: no XFetch
+        if xfetch:
+            read = self._with_expiry(read)
+        found = yield read
+        if xfetch:
+            found, ttl_ms, delta = found
+            if found is not _MISSING and _early(ttl_ms, delta, settings.xfetch_beta):
+                try:
+                    reply = yield self._lease(early=True)
+                except RedisError:
+                    return found
+                if reply and reply[0] == _OURS:
+                    self._overwrite = True
+                    return self._compute()
+                return found
+        if found is not _MISSING:
+            return found
+        deadline = time.monotonic() + settings.wait
+        try:
+            reply = yield self._lease()
+            while reply and reply[0] == _HELD:
+                if reply[1] is not None:
+                    return loads(reply[1])  # GRACE: the previous value, while one recomputes
+                left = deadline - time.monotonic()
+                if left < _MIN_BLOCK:
+                    break
+                lease_left = reply[2] / 1000 if reply[2] > 0 else 0.0
+                reply = yield self._wait(min(left, max(lease_left, _MIN_BLOCK)))
+        except RedisError:
+            reply = None  # the protection failed: compute without it
+        if reply and reply[0] == _HIT:
+            return loads(reply[1])
+        if not (reply and reply[0] == _OURS):
+            self._held = None
+        return self._compute()
+
+    def _compute(self) -> Any:
+        self._started = time.monotonic()
+        return COMPUTE
+
+    def _with_expiry(self, read: Op) -> Op:
+        """The same read, also asking the key's PTTL (unless it does) and its compute time."""
+        ((shard, commands),) = read.batches
+        extra: list[Any] = [("GET", self._names["delta"])]
+        has_ttl = ("PTTL", self._key) in commands
+        if not has_ttl:
+            extra.append(("PTTL", self._key))
+        n, finish = len(commands), read.finish
+
+        def finished(results: list[Any]) -> tuple[Any, Any, Any]:
+            replies = results[0]
+            delta, ttl = replies[n], replies[1] if has_ttl else replies[n + 1]
+            value = finish([replies[:n]])
+            return value, ttl, None if isinstance(delta, Exception) else delta
+
+        return read._replace(batches=[(shard, [*commands, *extra])], finish=finished)
+
+    def _script(self, *commands: Any) -> Op:
+        shard = self._cache._router.shard_for(self._key)
+
+        def last(results: list[Any]) -> Any:
+            for reply in results[0]:  # e.g. BLMOVE refused by a Redis older than 6.2
+                if isinstance(reply, Exception):
+                    raise reply
+            return results[0][-1]
+
+        return Op([(shard, list(commands))], last)
+
+    def _lease_command(self, early: bool) -> tuple[Any, ...]:
+        if self._held is None:
+            self._held = os.urandom(12).hex()
+        names = self._names
+        return (
+            "EVAL", _LEASE, 4, self._key, names["lease"], names["stale"], names["done"],
+            self._held, max(1, int(self._settings.lease * 1000)),
+            int(self._settings.grace > 0), int(early),
+        )  # fmt: skip
+
+    def _lease(self, early: bool = False) -> Op:
+        return self._script(self._lease_command(early))
+
+    def _wait(self, seconds: float) -> Op:
+        """Block until the holder is done (or ``seconds``), then look again, in one batch."""
+        router = self._cache._router
+        shard = router.shard_for(self._key)
+        socket = shard.spec.connection_kwargs.get("socket_timeout") or router.options.socket_timeout
+        seconds = round(max(_MIN_BLOCK, min(seconds, socket / 2)), 3)
+        done = self._names["done"]
+        blocking = ("BLMOVE", done, done, "RIGHT", "LEFT", seconds)  # wakes all, takes none
+        return self._script(blocking, self._lease_command(False))
+
+    # -- step 2: store the value, or give the lease back ------------------------------------
+
+    def store(self, value: Any) -> Op:
+        """Store as Django's ``add`` then ``get`` would (an early refresh overwrites), with the
+        grace copy and compute time, release and wake; answers what the key then holds."""
+        cache, key, timeout, settings = self._cache, self._key, self._timeout, self._settings
+        serializer = cache._router.options.serializer
+        raw = serializer.dumps(value)
+        set_value: tuple[Any, ...] = ("SET", key, raw)
+        if timeout is not None:
+            set_value += ("EX", timeout)
+        commands: list[Any] = [set_value if self._overwrite else (*set_value, "NX"), ("GET", key)]
+        if timeout is not None:
+            if settings.grace > 0:
+                life = int((timeout + settings.grace) * 1000)
+                commands.append(("SET", self._names["stale"], raw, "PX", life))
+            if settings.xfetch_beta > 0:
+                delta = max(1, int((time.monotonic() - self._started) * 1000))
+                commands.append(("SET", self._names["delta"], delta, "EX", timeout))
+        if self._held is not None:
+            commands.append(self._release_command())
+        loads = serializer.loads
+
+        def finish(results: list[Any]) -> Any:
+            for reply in results[0]:
+                if isinstance(reply, Exception):
+                    raise reply
+            stored = results[0][1]
+            return value if stored is None else loads(stored)
+
+        shard = cache._router.shard_for(key)
+        return cache._ops._write(Op([(shard, commands)], finish, writes=[[key]]), [[key]])
+
+    def _release_command(self) -> tuple[Any, ...]:
+        names = self._names
+        life = max(1, int(self._settings.lease * 1000))
+        return ("EVAL", _RELEASE, 2, names["lease"], names["done"], self._held, life)
+
+    def release(self) -> Op | None:
+        """After a computation that raised: give the lease back (if ours) so others can try."""
+        return None if self._held is None else self._script(self._release_command())
+
+
+def flight(
+    cache: Any,
+    key: Any,
+    timeout: Any,
+    version: int | None,
+    protect: bool | None,
+    grace: float | None,
+    xfetch_beta: float | None,
+) -> Flight | None:
+    """The protected call for these arguments, or None: Django's own path (protection off, or
+    ``timeout`` 0, which stores nothing)."""
+    settings = resolve(cache._router.options.stampede, protect, grace, xfetch_beta)
+    backend_timeout = cache.get_backend_timeout(timeout)
+    if settings is None or backend_timeout == 0:
+        return None
+    return Flight(cache, cache._key(key, version), backend_timeout, settings)
+
+
+# -- the decorator ------------------------------------------------------------------------
+
+
+def _key_maker(func: Callable[..., Any], key: Any) -> Callable[..., str]:
+    signature = inspect.signature(func)
+    name = f"{func.__module__}.{func.__qualname__}"
+
+    def bound(args: tuple, kwargs: dict) -> dict[str, Any]:
+        arguments = signature.bind(*args, **kwargs)
+        arguments.apply_defaults()
+        return arguments.arguments
+
+    if key is None:  # hashed: reprs hold spaces, which Django's key check warns about
+
+        def default(args: tuple, kwargs: dict) -> str:
+            arguments = repr(sorted(bound(args, kwargs).items())).encode()
+            return f"{name}:{hashlib.md5(arguments, usedforsecurity=False).hexdigest()}"
+
+        return default
+    if isinstance(key, str):
+        return lambda args, kwargs: key.format(*args, **bound(args, kwargs))
+    if callable(key):
+        return lambda args, kwargs: str(key(*args, **kwargs))
+    raise TypeError(f"cached(key=...): expected a format string or a function, got {key!r}")
+
+
+def cached(
+    timeout: Any = DEFAULT_TIMEOUT,
+    key: str | Callable[..., Any] | None = None,
+    alias: str = "default",
+    version: int | None = None,
+    **overrides: Any,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Cache a function's result through ``get_or_set`` (``aget_or_set`` for a coroutine
+    function), with the same stampede protection.
+
+    ``key`` is a format string filled from the arguments by name (``"user:{user_id}"``) or
+    position (``"{0}"``), or a function of the arguments; by default the function's dotted name
+    and its arguments' reprs. ``overrides`` (``protect``, ``grace``, ``xfetch_beta``) are passed
+    to ``get_or_set``; only hacache backends take them.
+    """
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        make_key = _key_maker(func, key)
+
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def asynchronous(*args: Any, **kwargs: Any) -> Any:
+                from django.core.cache import caches
+
+                cache = caches[alias]
+                made = make_key(args, kwargs)
+                if hasattr(cache, "_router"):
+                    return await cache.aget_or_set(
+                        made, lambda: func(*args, **kwargs), timeout, version, **overrides
+                    )
+                found = await cache.aget(made, _MISSING, version=version)
+                if found is _MISSING:  # another backend: Django's steps, awaited
+                    found = await func(*args, **kwargs)
+                    await cache.aadd(made, found, timeout, version)
+                    found = await cache.aget(made, found, version=version)
+                return found
+
+            return asynchronous
+
+        @functools.wraps(func)
+        def sync(*args: Any, **kwargs: Any) -> Any:
+            from django.core.cache import caches
+
+            cache = caches[alias]
+            made = make_key(args, kwargs)
+            return cache.get_or_set(
+                made, lambda: func(*args, **kwargs), timeout, version, **overrides
+            )
+
+        return sync
+
+    return decorate
