@@ -20,6 +20,7 @@ from hacache import stampede
 from hacache.compat import DjangoRedisAPI
 from hacache.compat_structures import StructuresAPI
 from hacache.extended import ExtendedOps, beyond_64_bits
+from hacache.ops import ScriptsRefused
 from hacache.router import alias_of, get_router
 
 # Characters memcached rejects; only keys containing one (or too long) take Django's slow check.
@@ -104,6 +105,8 @@ class HACache(DjangoRedisAPI, StructuresAPI, BaseCache):
         op = ops.incr_or_create(key, delta) if ignore_key_check else ops.incr(key, delta)
         try:
             return self._run(op)
+        except ScriptsRefused:  # nothing counted; the shard is known script-free from now on
+            return self._run(ops.incr(key, delta))
         except ResponseError as exc:
             if not beyond_64_bits(exc):
                 raise
@@ -216,6 +219,8 @@ class HACache(DjangoRedisAPI, StructuresAPI, BaseCache):
         op = ops.incr_or_create(key, delta) if ignore_key_check else ops.incr(key, delta)
         try:
             return await self._arun(op)
+        except ScriptsRefused:
+            return await self._arun(ops.incr(key, delta))
         except ResponseError as exc:
             if not beyond_64_bits(exc):
                 raise

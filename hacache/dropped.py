@@ -25,6 +25,8 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from redis.exceptions import ResponseError
+
 from hacache.endpoint import Command, Replies
 
 if TYPE_CHECKING:
@@ -143,5 +145,7 @@ class DroppedWrites:
 
 def _worked(command: Command, reply: Any) -> bool:
     if isinstance(reply, Exception):
-        return False
+        # A refused invalidation (ACL, OOM) does not undo the DEL or FLUSHDB before it: kept,
+        # the record would hide its keys and delete them again ahead of every later write.
+        return command[0] == "EVAL" and isinstance(reply, ResponseError)
     return reply >= command[1] if command[0] == "WAIT" else True

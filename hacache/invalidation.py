@@ -32,6 +32,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from redis.exceptions import NoPermissionError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from hacache.driver import drive
@@ -50,6 +51,8 @@ HEARTBEAT = 1.0  # seconds of silence before the subscriber PINGs; no PONG withi
 TRACKING_CHANNEL = "__redis__:invalidate"  # where Redis sends CLIENT TRACKING's invalidations
 TRACKING_CHANNEL_BYTES = TRACKING_CHANNEL.encode()
 RECONNECT_DELAY = (0.05, 1.0)  # first and longest wait between attempts (with jitter)
+REFUSED_RETRY = 30.0  # seconds between attempts of a subscriber that Redis's ACL refused
+REFUSED_LOG_EVERY = 600.0  # seconds between repeated warnings about the same refusal
 
 _buses: weakref.WeakSet[Bus] = weakref.WeakSet()
 
@@ -78,6 +81,7 @@ class Bus:
         self.lag_sink: Callable[[str, float], None] | None = None
         self._subscribers: list[Subscriber] = []
         self._lock = threading.Lock()
+        self._refusals: dict[str, float] = {}  # shard -> when its refused publish was logged
         if near is not None:
             for shard in self.shards:
                 shard.master_listeners.append(self._master_moved)
@@ -94,6 +98,26 @@ class Bus:
         payload = "*" if keys is None else json.dumps(keys, ensure_ascii=False)
         origin = self.origin if self.lag_sink is None else f"{self.origin}@{time.time():.6f}"
         return ("EVAL", PUBLISH, 1, self.seq_key, self.channel, f"{origin} {payload}")
+
+    def publish_refused(self, shard: Shard, error: ResponseError) -> None:
+        """A write was stored but its invalidation refused (ACL: no EVAL, PUBLISH or channel
+        access; or OOM): the write stands. Warned once per shard, then every
+        ``REFUSED_LOG_EVERY`` seconds."""
+        now = time.monotonic()
+        last = self._refusals.get(shard.name)
+        if last is not None and now - last < REFUSED_LOG_EVERY:
+            return
+        self._refusals[shard.name] = now
+        ttl = f"{self.near.max_ttl:g}s" if self.near is not None else "NEAR_CACHE_TTL"
+        logger.warning(
+            "hacache: cache %r, shard %r (%s): writes are stored but their invalidations are "
+            "not published: %s (the Redis user needs +eval +incr +publish, channel &%s and key "
+            "~%s). Other processes' near-caches are not told: their copies of keys written "
+            "here may stay stale for up to NEAR_CACHE_TTL (%s); this process's own near-cache "
+            "is still evicted locally",
+            shard.cache, shard.name, shard.address, _reason(error), self.channel, self.seq_key,
+            ttl,
+        )  # fmt: skip
 
     def listen(self) -> None:
         """Start the subscribers on first use (after fork too); cheap once they run."""
@@ -125,6 +149,19 @@ class Bus:
         return next(s for s in self._subscribers if s.shard.name == shard)
 
 
+def _reason(error: ResponseError) -> str:
+    """Redis's refusal without the script SHA and line it ends with inside a script."""
+    return str(error).split(" script: ", 1)[0]
+
+
+class Refused(Exception):
+    """Redis's ACL refused the subscriber a command, a channel or a key: retrying at once
+    will not help."""
+
+    def __init__(self, what: str, rule: str, error: ResponseError) -> None:
+        super().__init__(f"{what} refused: {error} (the Redis user needs {rule})")
+
+
 class Subscriber(threading.Thread):
     def __init__(self, bus: Bus, shard: Shard) -> None:
         super().__init__(name=f"hacache-invalidation-{shard.name}", daemon=True)
@@ -135,6 +172,7 @@ class Subscriber(threading.Thread):
         self._arming: Any = None  # the connection CLIENT TRACKING is armed on
         self.subscriptions = 0  # successful (re)subscriptions
         self.last_seq = 0  # the newest invalidation applied: lets tests wait for delivery
+        self.refused = False  # Redis's ACL refused the last attempt (see ``Refused``)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -147,9 +185,25 @@ class Subscriber(threading.Thread):
 
     def run(self) -> None:
         delay = RECONNECT_DELAY[0]
+        refused_at: dict[str, float] = {}  # refusal -> when last logged
         while not self._stopping.is_set():
             try:
                 self._listen()
+            except Refused as exc:
+                now, reason = time.monotonic(), str(exc)
+                if now - refused_at.get(reason, -REFUSED_LOG_EVERY) >= REFUSED_LOG_EVERY:
+                    refused_at[reason] = now
+                    logger.warning(
+                        "hacache: cache %r, shard %r (%s): invalidation subscriber %s; the "
+                        "near-cache stays off for this shard's keys (read from Redis every "
+                        "time) until it may subscribe; next attempt in %gs",
+                        self.shard.cache, self.shard.name, self.shard.address, exc,
+                        REFUSED_RETRY,
+                    )  # fmt: skip
+                self.refused = True
+                self.near.untrust(self.shard.name)
+                self._stopping.wait(REFUSED_RETRY * random.uniform(0.9, 1.1))
+                continue
             except Exception as exc:
                 was_listening = self.near.trusted(self.shard.name)
                 if not self._stopping.is_set():
@@ -185,21 +239,41 @@ class Subscriber(threading.Thread):
         self._connection = connection = master.connection_class(**kwargs)
         if self._stopping.is_set():
             return
+        channel, seq_key = self.bus.channel, self.bus.seq_key
         tracking = self.bus.tracking
         try:
             if tracking is not None:
-                connection.send_command("CLIENT", "ID")
-                self._arm(master, kwargs, connection.read_response(), tracking)
-                connection.send_command("SUBSCRIBE", self.bus.channel, TRACKING_CHANNEL)
-                connection.read_response()
+                try:
+                    connection.send_command("CLIENT", "ID")
+                    self._arm(master, kwargs, connection.read_response(), tracking)
+                except NoPermissionError as exc:
+                    rule = "+client|id and +client|tracking"
+                    raise Refused("CLIENT TRACKING (NEAR_CACHE_TRACKING)", rule, exc) from None
+                connection.send_command("SUBSCRIBE", channel, TRACKING_CHANNEL)
+                channels, rule = 2, f"+subscribe, &{channel} and &{TRACKING_CHANNEL}"
             else:
-                connection.send_command("SUBSCRIBE", self.bus.channel)
-            connection.read_response()
+                connection.send_command("SUBSCRIBE", channel)
+                channels, rule = 1, f"+subscribe and &{channel}"
+            try:
+                for _ in range(channels):  # one reply per channel, or one refusal for all
+                    connection.read_response()
+            except NoPermissionError as exc:
+                raise Refused(f"SUBSCRIBE to {channel!r}", rule, exc) from None
             # Sent on another connection after the subscription took effect: every message
             # with a higher number will reach us.
-            baseline = int(drive(exchange(master, [("GET", self.bus.seq_key)]))[0] or 0)
+            seq = drive(exchange(master, [("GET", seq_key)]))[0]
+            if isinstance(seq, NoPermissionError):
+                raise Refused(f"GET of {seq_key!r}", f"+get and %R~{seq_key}", seq)
+            baseline = int(seq or 0)
             last = self.last_seq = baseline
             self.near.trust(self.shard.name)
+            if self.refused:
+                self.refused = False
+                logger.info(
+                    "hacache: cache %r, shard %r: invalidation subscriber now allowed and "
+                    "listening; the near-cache serves this shard's keys again",
+                    self.shard.cache, self.shard.name,
+                )  # fmt: skip
             self.subscriptions += 1
             awaiting_pong = False
             checked = time.monotonic()
@@ -215,6 +289,8 @@ class Subscriber(threading.Thread):
                     connection.send_command("PING")
                     awaiting_pong = True
                     continue
+                except NoPermissionError as exc:  # only our PING can be refused
+                    raise Refused("heartbeat PING", "+ping", exc) from None
                 awaiting_pong = False
                 if message[0] != b"message":
                     continue

@@ -11,12 +11,15 @@ pipeline and evicts the keys locally once the call is over, whether it succeeded
 
 from __future__ import annotations
 
+import logging
+import os
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
 from hacache import failopen
 from hacache.endpoint import Command, Replies
@@ -30,6 +33,58 @@ INCR_IF_EXISTS = (
     "if redis.call('EXISTS', KEYS[1]) == 1 then "
     "return redis.call('INCRBY', KEYS[1], ARGV[1]) end return false"
 )
+# Per shard, whether its Redis user may run scripts (absent: not known yet). Process-wide.
+_scripts: weakref.WeakKeyDictionary[Shard, bool] = weakref.WeakKeyDictionary()
+# Shards whose user may run neither scripts nor MULTI: incr is refused there, not raced.
+_no_transactions: weakref.WeakSet[Shard] = weakref.WeakSet()
+_INCR_RULES = "+eval, or +multi +exec +rpush +lrem (with +incrby)"
+logger = logging.getLogger("hacache.ops")
+
+
+def _incr_steps(key: str, token: str, delta: int) -> list[Command]:
+    """``incr`` without a script: one MULTI/EXEC transaction, one round trip, that counts only
+    if the key exists.
+
+    RPUSH puts a stand-in at a missing key (a list holding a random ``token``) and fails
+    (WRONGTYPE) on a counter; INCRBY then counts on the counter and fails on the stand-in,
+    never creating anything; LREM takes the token out again, deleting the stand-in (a list of
+    the caller's gets its elements back as they were). Atomic, so no other client ever sees
+    the stand-in; sent once (``idempotent=False``, never replayed), so it never counts twice.
+    """
+    return [
+        ("MULTI",),
+        ("RPUSH", key, token),
+        ("INCRBY", key, delta),
+        ("LREM", key, -1, token),
+        ("EXEC",),
+    ]
+
+
+def _incr_outcome(replies: Replies) -> int | None:
+    """The new value of an ``_incr_steps`` transaction, or None (no such key)."""
+    multi, queued, executed = replies[0], replies[1:-1], replies[-1]
+    if not isinstance(multi, Exception) and not isinstance(executed, list):
+        # EXECABORT: a step was refused when queued (NOPERM, OOM), so none ran.
+        why = next((r for r in queued if isinstance(r, Exception)), executed)
+        raise ResponseError(
+            f"incr without scripts was refused: {why}; nothing was counted "
+            f"(the Redis user needs {_INCR_RULES})"
+        )
+    pushed, counted, _ = queued if isinstance(multi, Exception) else executed
+    if pushed == 1:  # the stand-in was the only element: there was no such key
+        return None
+    return _ok(counted)  # WRONGTYPE for a list or another non-counter, as INCRBY says
+
+
+def _refused(reply: Any, command: str) -> bool:
+    """A NOPERM reply refusing ``command`` itself (not a key or a channel): it did nothing,
+    and the user may not run it at all."""
+    return isinstance(reply, NoPermissionError) and f"'{command}' command" in str(reply)
+
+
+class ScriptsRefused(ResponseError):
+    """``incr``'s script was refused (NOPERM) and ran nothing: the same call made again uses the
+    transaction without scripts."""
 
 
 class NotReplicated(RedisError):
@@ -161,6 +216,7 @@ class Ops:
 
         fail_open = self._router.options.fail_open
         dropped = self._dropped
+        bus = self._bus
         writes = op.writes or [None] * len(op.batches)
 
         def checked(results: list[Replies]) -> Any:
@@ -173,8 +229,14 @@ class Ops:
                     tail = replies[len(replies) - len(extra) :]
                     replies = replies[: len(replies) - len(extra)]
                     for command, reply in zip(extra, tail, strict=True):
-                        _ok(reply)
-                        if command[0] == "WAIT" and reply < replicas:
+                        if isinstance(reply, Exception):
+                            # A refused invalidation (ACL, OOM) does not undo the write.
+                            if command[0] != "EVAL" or not isinstance(reply, ResponseError):
+                                raise reply
+                            bus.publish_refused(shard, reply)  # type: ignore[union-attr]
+                            if _refused(reply, "eval"):  # nor will incr have it
+                                _scripts[shard] = False
+                        elif command[0] == "WAIT" and reply < replicas:
                             error = NotReplicated(
                                 f"shard {shard.name!r}: {reply} of {replicas} replica(s) "
                                 f"confirmed the write within {timeout}s"
@@ -270,14 +332,59 @@ class Ops:
         return self._read_one(key, [("EXISTS", key)], lambda r: bool(_first(r)))
 
     def incr(self, key: str, delta: int) -> Op:
-        def finish(results: list[Replies]) -> int:
-            value = _first(results)
+        """INCRBY if the key exists, in one round trip: by script (EVAL) unless the shard's
+        Redis user was found not to be allowed scripts, then by ``_incr_steps``.
+
+        A refused EVAL ran nothing: the call says so and raises, and the next one uses the
+        transaction (a pipeline cannot depend on its own replies, and sending both at once
+        would count twice for a user allowed scripts but not MULTI)."""
+        shard = self._router.shard_for(key)
+
+        def found(value: Any) -> int:
             if value is None:
                 raise ValueError(f"Key '{key}' not found.")
             return value
 
-        command = ("EVAL", INCR_IF_EXISTS, 1, key, delta)
-        return self._write_one(key, [command], finish, idempotent=False)
+        if _scripts.get(shard, True):
+
+            def finish(results: list[Replies]) -> int:
+                reply = results[0][0]
+                if _refused(reply, "eval"):
+                    _scripts[shard] = False
+                    logger.warning(
+                        "hacache: cache %r, shard %r: the Redis user may not run scripts (%s): "
+                        "incr uses a MULTI/EXEC transaction from now on (it needs %s)",
+                        shard.cache, shard.name, reply, _INCR_RULES,
+                    )  # fmt: skip
+                    raise ScriptsRefused(
+                        f"incr: {reply}; nothing was counted; from now on this process uses "
+                        "a transaction without scripts on this shard: retry"
+                    )
+                if isinstance(reply, ResponseError) and " script: " in str(reply):
+                    # Redis's reason, without the script's SHA and line it appends.
+                    text = str(reply).split(" script: ", 1)[0]
+                    raise type(reply)(f"{text} (in incr's script)") from reply
+                return found(_ok(reply))
+
+            commands: list[Command] = [("EVAL", INCR_IF_EXISTS, 1, key, delta)]
+        else:
+            if shard in _no_transactions:
+                raise ResponseError(
+                    f"shard {shard.name!r}: incr refused: the Redis user may run neither scripts "
+                    f"nor MULTI/EXEC, without which incr would race other clients; it needs "
+                    f"{_INCR_RULES}"
+                )
+
+            def finish(results: list[Replies]) -> int:
+                replies = results[0]
+                if _refused(replies[0], "multi"):  # no MULTI: the steps ran one by one, this once
+                    _no_transactions.add(shard)
+                return found(_incr_outcome(replies))
+
+            commands = _incr_steps(key, os.urandom(8).hex(), delta)
+        keys = [[key]]
+        op = Op([(shard, commands)], finish, False, None, False, False, keys)
+        return self._write(op, keys)
 
     def get_many(self, keys: Iterable[str]) -> Op:
         loads = self._loads

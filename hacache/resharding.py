@@ -33,7 +33,7 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT
 from redis.exceptions import RedisError, ResponseError
 
 from hacache.extended import beyond_64_bits
-from hacache.ops import _ok
+from hacache.ops import ScriptsRefused, _ok
 from hacache.router import Op
 from hacache.shard import Shard
 
@@ -270,6 +270,8 @@ def _incr(cache: Any, key: Any, delta: int = 1, version: Any = None,
     op = ops.incr_or_create(made, delta) if ignore_key_check else ops.incr(made, delta)
     try:
         return (yield op)
+    except ScriptsRefused:  # nothing counted; this shard takes the script-free path now
+        return (yield ops.incr(made, delta))
     except ResponseError as exc:
         if not beyond_64_bits(exc):
             raise
