@@ -102,7 +102,14 @@ def _lz4() -> tuple[Callable[[bytes], bytes], Callable[[bytes, int], bytes]]:
 COMPRESSORS = {"zlib": (1, _zlib, None), "zstd": (2, _zstd, "zstd"), "lz4": (3, _lz4, "lz4")}
 # How django-redis's compressors' (unmarked) output starts: zlib's header, zstd's and lz4's
 # frame magic. Read only when not signing (unsigned data is trusted then, as pickle is).
-_FOREIGN = ((b"\x78", "zlib"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"\x04\x22\x4d\x18", "lz4"))
+_FOREIGN = (
+    (b"\x78\x01", "zlib"),
+    (b"\x78\x5e", "zlib"),
+    (b"\x78\x9c", "zlib"),
+    (b"\x78\xda", "zlib"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"\x04\x22\x4d\x18", "lz4"),
+)
 
 
 def _decompressor(cid: int) -> Callable[[bytes, int], bytes]:
@@ -213,6 +220,11 @@ def foreign(data: bytes, limit: int) -> bytes:
             except (UnreadableValue, zlib.error, RuntimeError, ValueError):
                 return data  # not compressed after all: the serializer's to judge
     return data
+
+
+def recognized(data: bytes) -> bool:
+    """A frame, or django-redis's compressed data: worth a second reading by ``lenient``."""
+    return data[:1] == MAGIC or any(data.startswith(magic) for magic, _ in _FOREIGN)
 
 
 def lenient(serializer: Serializer, max_bytes: int) -> Codec:

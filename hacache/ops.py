@@ -20,7 +20,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from hacache import failopen
-from hacache.codec import too_large, unreadable, unstorable
+from hacache.codec import recognized, too_large, unreadable, unstorable
 from hacache.endpoint import Command, Replies
 from hacache.nearcache import ABSENT, MISS, Lease
 from hacache.router import Op, Router
@@ -128,7 +128,7 @@ class Ops:
     def _unreadable(self, key: str, data: bytes, exc: Exception, default: Any) -> Any:
         """A stored value that would not load: the fallback's reading (a frame or django-redis
         compression, met by a cache without a codec), else a miss with a warning, or raise."""
-        if self._fallback is not None and data[:1] in (b"\xc1", b"\x78", b"\x28", b"\x04"):
+        if self._fallback is not None and recognized(data):
             try:
                 return self._fallback.loads(data)
             except Exception as again:

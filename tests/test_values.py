@@ -346,3 +346,44 @@ def test_max_value_bytes_keeps_a_server_refusal_from_the_breaker(small_bulk_serv
             cache.set("big", b"x" * 2_000_000)
     cache.set("small", 1)
     assert cache.get("small") == 1
+
+
+def test_signed_values_survive_incr_version_and_sets_verify_members(topology):
+    cache = build(topology, SIGN_VALUES=True)
+    cache.set("v", {"a": 1})
+    assert cache.incr_version("v") == 2 and cache.get("v", version=2) == {"a": 1}
+    cache.sadd("s", "one", (2, 3))
+    assert cache.smembers("s") == {"one", (2, 3)} and cache.sismember("s", (2, 3))
+    ran.clear()
+    client, made, _ = server(cache, "s")
+    client.sadd(made, pickle.dumps(Exploit()))
+    with pytest.raises(UnreadableValue):
+        cache.smembers("s")
+    assert ran == []
+
+
+@pytest.mark.parametrize("compressor", ["zstd", "lz4"])
+def test_django_redis_zstd_and_lz4_compressed_values_still_read(topology, compressor):
+    if compressor == "zstd":
+        import zstandard
+
+        data = zstandard.ZstdCompressor().compress(pickle.dumps(DOC))
+    else:
+        import lz4.frame
+
+        data = lz4.frame.compress(pickle.dumps(DOC))
+    for options in ({}, {"COMPRESSOR": compressor}):
+        cache = build(topology, **options)
+        plant(cache, "dr", data)
+        assert cache.get("dr") == DOC
+
+
+async def test_async_calls_share_the_format(topology):
+    cache = build(topology, SIGN_VALUES=True, COMPRESSOR="lz4", COMPRESS_MIN_BYTES=100)
+    await cache.aset("v", DOC)
+    await cache.aset_many({"w": "x" * 500, "n": 3})
+    assert raw(cache, "v")[:2] == MAGIC + b"\x31"
+    assert await cache.aget("v") == DOC
+    assert await cache.aget_many(["v", "w", "n"]) == {"v": DOC, "w": "x" * 500, "n": 3}
+    plant(cache, "bad", b"\x80\x05junk")
+    assert await cache.aget("bad", "dflt") == "dflt"
