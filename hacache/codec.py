@@ -184,7 +184,9 @@ class Codec:
                 if is_canonical_int(data):
                     return data
                 raise UnreadableValue("not signed (only canonical integers may be)")
-            return data if self._compress is None else foreign(data, self.max_bytes)
+            if self._compress is None or data[:1] == b"\x80":
+                return data
+            return foreign(data, self.max_bytes)
         flags = data[1] if len(data) > 1 else 0xFF
         if flags & ~(SIGNED | _COMPRESSOR_BITS):
             raise UnreadableValue(f"unknown format flags {flags:#04x}")
