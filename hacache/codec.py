@@ -29,6 +29,7 @@ bounded by ``MAX_VALUE_BYTES``, the largest serialized value stored (a larger on
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import zlib
@@ -131,6 +132,32 @@ def derive_key(secret: str | bytes) -> bytes:
     return hmac.digest(secret, _SALT, "sha256")
 
 
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+
+
+class Hmac:
+    """HMAC-SHA256 with one key, its padded states hashed once: each tag then costs two
+    ``sha256.copy()`` instead of ``hmac.digest``'s per-call OpenSSL set-up (half the time for
+    small values)."""
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) > 64:
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(64, b"\0")
+        self._inner = hashlib.sha256(key.translate(_IPAD))
+        self._outer = hashlib.sha256(key.translate(_OPAD))
+
+    def __call__(self, data: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(data)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
 class Codec:
     """Turns a value into the bytes stored and back, signing and compressing as configured."""
 
@@ -145,7 +172,8 @@ class Codec:
         self.serializer = serializer
         self._sdumps, self._sloads = serializer.dumps, serializer.loads
         self.keys = keys  # current first; empty: not signing
-        self.key = keys[0] if keys else None
+        self._tags = tuple(Hmac(key) for key in keys)
+        self.key = self._tags[0] if keys else None
         self.compressor = compressor
         self.min_bytes, self.max_bytes = min_bytes, max_bytes
         self._compress = None
@@ -168,7 +196,7 @@ class Codec:
                 data, flags = packed, self._cid << 4
         if self.key is not None:
             framed = bytes((0xC1, flags | SIGNED)) + data
-            return framed + hmac.digest(self.key, framed, "sha256")
+            return framed + self.key(framed)
         if flags:
             return bytes((0xC1, flags)) + data
         return data
@@ -208,9 +236,7 @@ class Codec:
         return body
 
     def _verify(self, signed: bytes, tag: bytes) -> bool:
-        return any(
-            hmac.compare_digest(hmac.digest(key, signed, "sha256"), tag) for key in self.keys
-        )
+        return any(hmac.compare_digest(sign(signed), tag) for sign in self._tags)
 
 
 def foreign(data: bytes, limit: int) -> bytes:

@@ -12,7 +12,7 @@ import pytest
 import redis
 from django.core.exceptions import ImproperlyConfigured
 
-from hacache.codec import MAGIC, Codec, UnreadableValue, derive_key
+from hacache.codec import MAGIC, Codec, Hmac, UnreadableValue, derive_key
 from hacache.serializers import (
     JSONSerializer,
     MsgpackSerializer,
@@ -183,6 +183,15 @@ def test_key_rotation_reads_values_signed_with_an_old_key(topology):
     assert new.get("v") == "signed long ago"
     new.set("w", "fresh")
     assert old.get("w") is None  # the old key does not verify the new one's tag
+
+
+@pytest.mark.parametrize("key", [b"k", b"k" * 64, b"k" * 65])
+@pytest.mark.parametrize("size", [0, 1, 100, 100_000])
+def test_hmac_is_hmac_sha256(key, size):
+    import hmac
+
+    data = os.urandom(size)
+    assert Hmac(key)(data) == hmac.digest(key, data, "sha256")
 
 
 def test_signing_key_defaults_to_secret_key(topology, settings):
