@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from typing import Any
 from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
 from hacache import failopen
+from hacache.codec import recognized, too_large, unreadable, unstorable
 from hacache.endpoint import Command, Replies
 from hacache.nearcache import ABSENT, MISS, Lease
 from hacache.router import Op, Router
@@ -136,15 +138,29 @@ def _done(value: Any) -> Op:
     return Op([], lambda _: value)
 
 
+_BAD = object()  # a stored value that would not load
+
+
 class Ops:
     __slots__ = (
-        "_bus", "_covers", "_dropped", "_dumps", "_loads", "_near", "_publish", "_router", "_wait",
+        "_bus", "_covers", "_dropped", "_dumps", "_fallback", "_hit_loads", "_loads", "_max_bytes",
+        "_near", "_open", "_publish", "_raise_unreadable", "_router", "_wait",
     )  # fmt: skip
 
     def __init__(self, router: Router, serializer: Serializer) -> None:
         self._router = router
-        self._dumps = serializer.dumps
-        self._loads = serializer.loads
+        # Values go through the codec (signing, compression) only if one is configured: the
+        # near-cache keeps what ``codec.open`` gives, verified and decompressed, and a hit
+        # only deserializes it (``_hit_loads``). Without one, values are the serializer's.
+        values = router.options.values
+        codec = values.codec if serializer is router.options.serializer else None
+        self._dumps = codec.dumps if codec else serializer.dumps
+        self._loads = codec.loads if codec else serializer.loads
+        self._open = codec.open if codec else None
+        self._hit_loads = serializer.loads
+        self._fallback = values.fallback if codec is None else None
+        self._max_bytes = values.max_bytes if codec is None else sys.maxsize  # codec checks
+        self._raise_unreadable = values.raise_unreadable
         self._near = router.near
         self._bus = router.bus
         self._publish = router.options.publish_invalidations
@@ -152,6 +168,29 @@ class Ops:
         self._covers = near_options.covers if near_options else None
         self._wait = (router.options.wait_replicas, router.options.wait_timeout)
         self._dropped = router.dropped
+
+    def _dump(self, key: str, value: Any) -> Any:
+        """The value as stored; its serializer's error names the key; a value above
+        MAX_VALUE_BYTES raises ValueError before anything is sent."""
+        try:
+            data = self._dumps(value)
+        except Exception as exc:
+            raise unstorable(key, value, exc) from exc
+        if type(data) is not int and len(data) > self._max_bytes:
+            raise too_large(key, len(data), self._max_bytes)
+        return data
+
+    def _unreadable(self, key: str, data: bytes, exc: Exception, default: Any) -> Any:
+        """A stored value that would not load: the fallback's reading (a frame or django-redis
+        compression, met by a cache without a codec), else a miss with a warning, or raise."""
+        if self._fallback is not None and recognized(data):
+            try:
+                return self._fallback.loads(data)
+            except Exception as again:
+                exc = again
+        shard = self._router.shard_for(key)
+        unreadable(shard.cache, shard.name, key, exc, self._raise_unreadable)
+        return default
 
     def _read_one(self, key: str, commands: list[Command], finish: Any) -> Op:
         return Op([(self._router.shard_for(key), commands)], finish, readonly=True)
@@ -274,16 +313,27 @@ class Ops:
             if hit is ABSENT:
                 return _done(default)
             if hit is not MISS:
-                return _done(loads(hit))
+                try:
+                    return _done(self._hit_loads(hit))
+                except Exception as exc:
+                    return _done(self._unreadable(key, hit, exc, default))
             shard = self._router.shard_for(key)
             lease = self._lease(key, shard)
             if lease is not None:
-                near = self._near
+                near, opener, hit_loads = self._near, self._open, self._hit_loads
 
                 def fill(results: list[Replies]) -> Any:
                     value, ttl = (_ok(reply) for reply in results[0])
-                    near.fill(lease, ABSENT if value is None else value, ttl)
-                    return default if value is None else loads(value)
+                    if value is None:
+                        near.fill(lease, ABSENT, ttl)
+                        return default
+                    try:  # kept near only once verified and loaded
+                        kept = value if opener is None else opener(value)
+                        found = hit_loads(kept)
+                    except Exception as exc:
+                        return self._unreadable(key, value, exc, default)
+                    near.fill(lease, kept, ttl)
+                    return found
 
                 # Kept only if the master answers: a replica may not yet have a write whose
                 # invalidation has already arrived (failover.call voids the lease otherwise).
@@ -297,19 +347,25 @@ class Ops:
 
         def finish(results: list[Replies]) -> Any:
             value = _first(results)
-            return default if value is None else loads(value)
+            if value is None:
+                return default
+            try:
+                return loads(value)
+            except Exception as exc:
+                return self._unreadable(key, value, exc, default)
 
         return self._read_one(key, [("GET", key)], finish)
 
     def set(self, key: str, value: Any, timeout: int | None) -> Op:
         if timeout == 0:
             return self._write_one(key, [("DEL", key)], _check_all)
-        return self._write_one(key, [_set_command(key, self._dumps(value), timeout)], _check_all)
+        command = _set_command(key, self._dump(key, value), timeout)
+        return self._write_one(key, [command], _check_all)
 
     def add(self, key: str, value: Any, timeout: int | None) -> Op:
         if timeout == 0:  # would expire at once: report whether it could have been added
             return self._read_one(key, [("EXISTS", key)], lambda r: not _first(r))
-        command = (*_set_command(key, self._dumps(value), timeout), "NX")
+        command = (*_set_command(key, self._dump(key, value), timeout), "NX")
         return self._write_one(key, [command], lambda r: _first(r) is not None)
 
     def touch(self, key: str, timeout: int | None) -> Op:
@@ -387,7 +443,7 @@ class Ops:
         return self._write(op, keys)
 
     def get_many(self, keys: Iterable[str]) -> Op:
-        loads = self._loads
+        hit_loads = self._hit_loads
         found: dict[str, Any] = {}
         if self._dropped.waiting:
             keys = [key for key in keys if not self._hidden(key)]
@@ -401,7 +457,11 @@ class Ops:
                     if hit is MISS:
                         leasable.add(key)
                 elif hit is not ABSENT:
-                    found[key] = loads(hit)
+                    try:
+                        found[key] = hit_loads(hit)
+                    except Exception as exc:
+                        if (value := self._unreadable(key, hit, exc, _BAD)) is not _BAD:
+                            found[key] = value
             if not remote:
                 return _done(found)
             keys = remote
@@ -417,18 +477,27 @@ class Ops:
                     if lease is not None:
                         commands.append(("PTTL", key))
             batches.append((shard, commands))
-        near = self._near
+        near, opener = self._near, self._open
 
         def finish(results: list[Replies]) -> dict[str, Any]:
             for (_, shard_keys), replies, shard_leases in zip(groups, results, leases, strict=True):
                 ttls = iter(replies[1:])
                 for i, (key, value) in enumerate(zip(shard_keys, _ok(replies[0]), strict=True)):
-                    if shard_leases and shard_leases[i] is not None:
-                        near.fill(
-                            shard_leases[i], ABSENT if value is None else value, _ok(next(ttls))
-                        )
-                    if value is not None:
-                        found[key] = loads(value)
+                    lease = shard_leases[i] if shard_leases else None
+                    ttl = None if lease is None else _ok(next(ttls))
+                    if value is None:
+                        if lease is not None:
+                            near.fill(lease, ABSENT, ttl)
+                        continue
+                    try:  # one unreadable value is a miss, not the whole call's failure
+                        kept = value if opener is None else opener(value)
+                        found[key] = hit_loads(kept)
+                    except Exception as exc:
+                        if (loaded := self._unreadable(key, value, exc, _BAD)) is not _BAD:
+                            found[key] = loaded
+                        continue  # its lease, if any, is released by cleanup
+                    if lease is not None:
+                        near.fill(lease, kept, ttl)
             return found
 
         if near is None:
@@ -445,7 +514,7 @@ class Ops:
 
     def set_many(self, data: Mapping[str, Any], timeout: int | None) -> Op:
         """Answers the keys not stored (their shard failed, failing open)."""
-        dumps = self._dumps
+        dump = self._dump
         batches = []
         keys_per_batch: list[list[str] | None] = []
         keys_per_command: list[list[list[str]]] = []  # which keys each command stores
@@ -454,10 +523,10 @@ class Ops:
                 commands: list[Command] = [("DEL", *keys)]
                 stores: list[list[str]] = [[]]
             elif timeout is None:
-                pairs = [item for key in keys for item in (key, dumps(data[key]))]
+                pairs = [item for key in keys for item in (key, dump(key, data[key]))]
                 commands, stores = [("MSET", *pairs)], [keys]
             else:
-                commands = [("SET", key, dumps(data[key]), "EX", timeout) for key in keys]
+                commands = [("SET", key, dump(key, data[key]), "EX", timeout) for key in keys]
                 stores = [[key] for key in keys]
             batches.append((shard, commands))
             keys_per_batch.append(keys)

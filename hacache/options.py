@@ -18,6 +18,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
+from hacache import codec
 from hacache.locations import NO_SETINFO, ShardSpec, parse_shard, split_location
 from hacache.locations import fail as _fail
 from hacache.ring import DEFAULT_VNODES, KETAMA_KEY_HASHES, MAX_RING_POINTS, MAX_VNODES
@@ -33,6 +34,7 @@ _RESERVED_CONNECTION_KWARGS = frozenset(
 class Options:
     shards: tuple[ShardSpec, ...]
     serializer: Serializer
+    values: codec.ValueOptions  # signing, compression, size limit: see ``codec``
     placement: str
     vnodes: int
     ketama_hash: str
@@ -180,6 +182,13 @@ def _callable(name: str, value: Any) -> Any:
 SCHEMA: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
     "SERIALIZER": (_dotted_path, "hacache.serializers.PickleSerializer"),
     "SERIALIZER_OPTIONS": (_dict, {}),
+    "SIGN_VALUES": (_boolean, False),
+    "SIGNING_KEY": (codec.parse_secret, None),  # None: derived from SECRET_KEY
+    "SIGNING_FALLBACK_KEYS": (codec.parse_secrets, ()),  # or SECRET_KEY_FALLBACKS
+    "UNREADABLE_VALUES": (_choice("miss", "raise"), "miss"),
+    "COMPRESSOR": (codec.parse_compressor, None),
+    "COMPRESS_MIN_BYTES": (_count, 1024),
+    "MAX_VALUE_BYTES": (_positive_int, codec.DEFAULT_MAX_VALUE_BYTES),
     "PLACEMENT": (_choice("consistent", "ketama"), "consistent"),
     "VNODES": (_positive_int, DEFAULT_VNODES),
     "KETAMA_HASH": (_choice(*KETAMA_KEY_HASHES), "md5"),
@@ -395,9 +404,11 @@ def parse_options(location: Any, options: Any) -> Options:
         )
         _check_previous(shards, previous)
     _check_wait_timeout(values["WAIT_REPLICAS"], values["WAIT_TIMEOUT"], shards)
+    serializer = _build_serializer(values["SERIALIZER"], values["SERIALIZER_OPTIONS"])
     return Options(
         shards=shards,
-        serializer=_build_serializer(values["SERIALIZER"], values["SERIALIZER_OPTIONS"]),
+        serializer=serializer,
+        values=codec.value_options(values, serializer),
         placement=values["PLACEMENT"],
         vnodes=values["VNODES"],
         ketama_hash=values["KETAMA_HASH"],
