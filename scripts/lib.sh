@@ -3,8 +3,9 @@
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # nutcracker (twemproxy) lets the tests check ketama placement against the real thing;
-# prometheus (ships prometheus and promtool) checks and runs the alert rules and dashboard queries.
-APT_PACKAGES=(redis-server redis-sentinel nutcracker prometheus)
+# prometheus (ships prometheus and promtool) checks and runs the alert rules and dashboard queries;
+# openssl makes the TLS tests' throw-away certificates.
+APT_PACKAGES=(redis-server redis-sentinel nutcracker prometheus openssl)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -14,6 +15,7 @@ install_os_packages() {
     command -v redis-sentinel >/dev/null || missing+=(redis-sentinel)
     command -v nutcracker >/dev/null || [ -x /usr/sbin/nutcracker ] || missing+=(nutcracker)
     command -v promtool >/dev/null || missing+=(prometheus)
+    command -v openssl >/dev/null || missing+=(openssl)
     [ ${#missing[@]} -eq 0 ] && return 0
     say "installing ${missing[*]}"
     local sudo=""
@@ -22,7 +24,7 @@ install_os_packages() {
         $sudo apt-get update -qq
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${APT_PACKAGES[@]}" >/dev/null
     elif command -v brew >/dev/null; then
-        brew install redis twemproxy prometheus
+        brew install redis twemproxy prometheus openssl
     else
         echo "Please install redis-server and redis-sentinel (Redis >= 6.2) and prometheus." >&2
         return 1
