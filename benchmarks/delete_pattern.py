@@ -47,9 +47,7 @@ import argparse
 import gc
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -57,6 +55,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+# The same set-up helpers as the backend benchmark (run from the repository root, this
+# script's folder is on sys.path).
+from backends import _expect, _plain, machine_description
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = REPO / "benchmarks" / "results" / "delete_pattern.json"
@@ -86,11 +88,6 @@ class Trial:
 
 
 # --------------------------------------------------------------------------- set-up
-
-
-def _plain(url: str) -> str:
-    """Drop hacache's ``?name=`` shard identity, which django-redis would not understand."""
-    return url.split("?", 1)[0]
 
 
 def caches_setting(urls: list[str]) -> dict[str, dict[str, Any]]:
@@ -156,11 +153,6 @@ def raw_keys(servers: list[Any]) -> tuple[int, set[str]]:
     for s in servers:
         found.update(k.decode() for k in s.scan_iter(count=1000))
     return size, found
-
-
-def _expect(ok: bool, what: str) -> None:
-    if not ok:
-        raise RuntimeError(f"check failed: {what}")
 
 
 # --------------------------------------------------------------------------- one trial
@@ -297,41 +289,6 @@ def plot(rows: list[dict[str, Any]], keys: int, repeat: int, path: Path) -> None
     plt.close(fig)
 
 
-def _git(*args: str) -> str | None:
-    try:
-        out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return out.stdout.strip()
-
-
-def machine_description(server: Any) -> dict[str, Any]:
-    import django
-    import django_redis
-    import redis
-
-    try:
-        import hiredis
-
-        hiredis_version: str | None = hiredis.__version__
-    except ImportError:
-        hiredis_version = None
-    status = _git("status", "--porcelain", "--", "hacache")
-    return {
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "django": django.get_version(),
-        "redis_py": redis.__version__,
-        "hiredis": hiredis_version,
-        "django_redis": django_redis.__version__,
-        "redis_server": server.info("server").get("redis_version"),
-        "hacache_commit": _git("rev-parse", "HEAD"),
-        "hacache_dirty": bool(status) if status is not None else None,
-    }
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -378,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
             urls = topology.master_urls()
             servers = [redis.Redis.from_url(_plain(u)) for u in urls]
             caches = configure_django(urls)
-            machine = machine_description(servers[0])
+            machine = machine_description(urls[0])
             for r in range(repeat):
                 shift = r % len(trials)
                 for trial in trials[shift:] + trials[:shift]:
