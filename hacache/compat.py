@@ -28,34 +28,30 @@ def _default_reverse(key: str) -> str:
     return key.split(":", 2)[2]
 
 
-def _pair(build: Callable[..., Op]) -> tuple[Callable[..., Any], Callable[..., Any]]:
-    """A sync method and its async twin, from one function that makes the operation."""
+def _twins(build: Callable[..., Any], run: str, arun: str) -> tuple[Any, Any]:
+    """A sync method and its async twin from one function that makes what they run: the
+    backend's ``run`` method runs it, its ``arun`` awaits it."""
 
     @functools.wraps(build)
     def sync(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return self._run(build(self, *args, **kwargs))
+        return getattr(self, run)(build(self, *args, **kwargs))
 
     @functools.wraps(build)
     async def asynchronous(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return await self._arun(build(self, *args, **kwargs))
+        return await getattr(self, arun)(build(self, *args, **kwargs))
 
     asynchronous.__name__ = asynchronous.__qualname__ = "a" + build.__name__
     return sync, asynchronous
 
 
+def _pair(build: Callable[..., Op]) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """For a function that makes one operation."""
+    return _twins(build, "_run", "_arun")
+
+
 def _plans(plan: Callable[..., Plan]) -> tuple[Callable[..., Any], Callable[..., Any]]:
-    """Like ``_pair``, for a method written as a plan that returns one result."""
-
-    @functools.wraps(plan)
-    def sync(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return self._drive(plan(self, *args, **kwargs))
-
-    @functools.wraps(plan)
-    async def asynchronous(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return await self._adrive(plan(self, *args, **kwargs))
-
-    asynchronous.__name__ = asynchronous.__qualname__ = "a" + plan.__name__
-    return sync, asynchronous
+    """For a method written as a plan that returns one result."""
+    return _twins(plan, "_drive", "_adrive")
 
 
 def _seconds(timeout: Any) -> Any:

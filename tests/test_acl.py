@@ -249,7 +249,6 @@ def test_incr_without_scripts(settings: Any, topology: Topology, caplog) -> None
 
 
 @pytest.mark.usefixtures("acl_users")
-@pytest.mark.usefixtures("acl_users")
 def test_a_refused_command_inside_incrs_script_names_the_shard_not_the_script(
     settings: Any, topology: Topology
 ) -> None:

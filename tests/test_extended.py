@@ -489,47 +489,44 @@ async def test_async_counters_grow_past_64_bits(cache):
     assert await cache.adecr("abig", 2) == 2**63 - 2
 
 
-def test_a_scan_starts_again_when_the_shards_master_changes(topology, monkeypatch):
-    """A cursor means nothing to a new master: the shard is scanned again from 0, and every
-    key is still returned (SCAN's at-least-once promise)."""
+def _one_shard_cache_whose_master_moves(topology, monkeypatch, step: str, cursor_of):
+    """A one-shard cache holding 100 keys, and the cursors each ``ExtendedOps.<step>`` call
+    was given; between the first and the second call, the shard's master changes (a new
+    generation, as a failover makes)."""
     import dataclasses
 
     cache = make_cache(cache_params(topology, "single"))
     names = [f"r:{i}" for i in range(100)]
     cache.set_many(dict.fromkeys(names, 1))
     shard = next(iter(cache._router.shards.values()))
-    cursors = []
-    step = ExtendedOps.scan_step
+    cursors: list[int] = []
+    original = getattr(ExtendedOps, step)
 
-    def scan_step(self, shard_, cursor, pattern, count):
-        cursors.append(cursor)
-        if len(cursors) == 2:  # a failover between the first and the second step
+    def spied(self, *args):
+        cursors.append(cursor_of(shard, *args))
+        if len(cursors) == 2:
             shard.view = dataclasses.replace(shard.view, generation=shard.view.generation + 1)
-        return step(self, shard_, cursor, pattern, count)
+        return original(self, *args)
 
-    monkeypatch.setattr(ExtendedOps, "scan_step", scan_step)
+    monkeypatch.setattr(ExtendedOps, step, spied)
+    return cache, names, cursors
+
+
+def test_a_scan_starts_again_when_the_shards_master_changes(topology, monkeypatch):
+    """A cursor means nothing to a new master: the shard is scanned again from 0, and every
+    key is still returned (SCAN's at-least-once promise)."""
+    cache, names, cursors = _one_shard_cache_whose_master_moves(
+        topology, monkeypatch, "scan_step", lambda shard, _, cursor, *rest: cursor
+    )
     found = list(cache.iter_keys("r:*", itersize=10))
     assert set(found) == set(names)
     assert cursors[0] == 0 and cursors[1] != 0 and cursors[2] == 0  # started again
 
 
 def test_delete_pattern_starts_a_shard_again_when_its_master_changes(topology, monkeypatch):
-    import dataclasses
-
-    cache = make_cache(cache_params(topology, "single"))
-    names = [f"r:{i}" for i in range(100)]
-    cache.set_many(dict.fromkeys(names, 1))
-    shard = next(iter(cache._router.shards.values()))
-    cursors = []
-    step = ExtendedOps.unlink_step
-
-    def unlink_step(self, steps, pattern, count):
-        cursors.append(steps[shard][0])
-        if len(cursors) == 2:
-            shard.view = dataclasses.replace(shard.view, generation=shard.view.generation + 1)
-        return step(self, steps, pattern, count)
-
-    monkeypatch.setattr(ExtendedOps, "unlink_step", unlink_step)
+    cache, _, cursors = _one_shard_cache_whose_master_moves(
+        topology, monkeypatch, "unlink_step", lambda shard, steps, *rest: steps[shard][0]
+    )
     assert cache.delete_pattern("r:*", itersize=10) == 100
     assert cursors[:2] == [0, cursors[1]] and cursors[1] != 0 and cursors[2] == 0
     assert cache.keys("r:*") == []
