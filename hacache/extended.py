@@ -82,11 +82,6 @@ class ExtendedOps(StructureOps, SortedSetOps, Ops):
         command = ("EVAL", COMPARE_AND_SET, 1, key, old, new)
         return self._write_one(key, [command], lambda r: bool(_first(r)), idempotent=False)
 
-    def restore_if_absent(self, key: str, raw: bytes, ttl_ms: int) -> Op:
-        """Store raw bytes with the lifetime they had left, unless the key has a value."""
-        command = ("SET", key, raw, "NX") if ttl_ms < 0 else ("SET", key, raw, "PX", ttl_ms, "NX")
-        return self._write_one(key, [command], lambda r: _first(r) is not None)
-
     def lifetime(self, key: str, unit: str) -> Op:
         """TTL (seconds) or PTTL (ms), read the django-redis way (see ``_lifetime``)."""
         if self._dropped.waiting and self._hidden(key):

@@ -574,7 +574,10 @@ class Ops:
 
         return self._read_one(key, [("GET", key), ("PTTL", key)], finish)
 
-    def restore(self, key: str, raw: bytes, ttl_ms: int) -> Op:
-        """Store a value read by ``dump`` under ``key``, with the lifetime it had left."""
+    def restore(self, key: str, raw: bytes, ttl_ms: int, if_absent: bool = False) -> Op:
+        """Store a value read by ``dump`` under ``key``, with the lifetime it had left (with
+        ``if_absent``, only if the key has no value); answers whether it was stored."""
         command = ("SET", key, raw) if ttl_ms < 0 else ("SET", key, raw, "PX", max(ttl_ms, 1))
-        return self._write_one(key, [command], _check_all)
+        if if_absent:
+            command = (*command, "NX")
+        return self._write_one(key, [command], lambda r: _first(r) is not None)

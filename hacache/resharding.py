@@ -158,7 +158,7 @@ def _from_previous(cache: Any, keys: Iterable[str]) -> Plan:
                     found[key] = newer
                 continue
             if copied is None or isinstance(copied, Exception):
-                yield ops.restore_if_absent(key, raw, ttl)
+                yield ops.restore(key, raw, ttl, if_absent=True)
             found[key] = ops._loads(raw)
     return found
 

@@ -21,7 +21,8 @@ def _score(reply: Any) -> float | None:
 
 
 class SortedSetOps:
-    """Mixed into ``Ops``: uses its serializer and router."""
+    """Mixed into ``Ops`` with ``StructureOps`` (whose writes it sends): uses its serializer
+    and router."""
 
     __slots__ = ()
 
@@ -30,8 +31,8 @@ class SortedSetOps:
 
     def _zwrite(self, key: str, command: Command, finish: Callable[[Any], Any],
                 idempotent: bool = True) -> Op:  # fmt: skip
-        shard = self._router.shard_for(key)
-        return Op([(shard, [command])], lambda r: finish(_first(r)), idempotent)
+        return self._structure_write(key, [command], lambda r: finish(_first(r)),
+                                     idempotent=idempotent)  # fmt: skip
 
     def _scored(self, flat: list[bytes], cast: Callable[[bytes], Any]) -> list[tuple[Any, Any]]:
         loads = self._loads
