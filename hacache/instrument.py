@@ -14,6 +14,7 @@ plus misses plus the calls that raised, so it writes one slot, not two.
 from __future__ import annotations
 
 import bisect
+import functools
 import inspect
 import time
 from collections.abc import Callable
@@ -190,13 +191,14 @@ def _timed(meter: Meter, run: Callable[..., Any], arun: Callable[..., Any]) -> t
     return timed_run, timed_arun
 
 
-def _extended() -> list[str]:
+@functools.cache
+def _extended() -> tuple[str, ...]:
     """django-redis's methods (``compat``) that have an async twin: each is its own op."""
     from hacache.compat import DjangoRedisAPI
     from hacache.compat_structures import StructuresAPI
 
     api = {**vars(DjangoRedisAPI), **vars(StructuresAPI)}
-    return sorted(n for n in api if not n.startswith("_") and "a" + n in api)
+    return tuple(sorted(n for n in api if not n.startswith("_") and "a" + n in api))
 
 
 def _is_async(method: Callable[..., Any]) -> bool:
