@@ -168,7 +168,7 @@ class HACache(DjangoRedisAPI, StructuresAPI, BaseCache):
         if found is None:
             raise ValueError(f"Key '{key}' not found")
         if new != old:
-            self._run(self._ops.restore(new, *found))
+            self._run(self._ops.restore(new, *found, source=old))
             self._run(self._ops.delete(old))
         return version + delta
 
@@ -285,7 +285,7 @@ class HACache(DjangoRedisAPI, StructuresAPI, BaseCache):
         if found is None:
             raise ValueError(f"Key '{key}' not found")
         if new != old:
-            await self._arun(self._ops.restore(new, *found))
+            await self._arun(self._ops.restore(new, *found, source=old))
             await self._arun(self._ops.delete(old))
         return version + delta
 

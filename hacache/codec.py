@@ -12,8 +12,15 @@ signed or compressed is *framed*::
   ``0xC1`` is the one byte msgpack never uses. Unframed values therefore still read back.
 - ``flags``: bit 0 set if signed; bits 4-5 the compressor (1 zlib, 2 zstd, 3 lz4; 0 none).
 - ``body``: the serializer's bytes, compressed if flagged.
-- ``tag`` (signed only): HMAC-SHA256 over ``0xC1 | flags | body`` (32 bytes), with a key
-  derived from ``SIGNING_KEY`` (default ``SECRET_KEY``); older keys verify too (rotation).
+- ``tag`` (signed only): HMAC-SHA256 (32 bytes) over ``len(context) | context | 0xC1 | flags
+  | body`` (the length as 4 bytes), with a key derived from ``SIGNING_KEY`` (default
+  ``SECRET_KEY``); older keys verify too (rotation).
+
+The *context* binds a signed value to where it is stored: a value's context is its Redis key
+(a hash's values: the hash's key), so a value copied to another key does not verify there (a
+cached session copied onto another session's key is refused, not loaded). Set and sorted-set
+members have an empty context: Redis moves them between keys itself (``SMOVE``, ``*STORE``).
+Signing does not stop an older value of the same key from being written back (a replay).
 
 Integers stay raw and unsigned even when signing, so counters keep working with ``INCR``. A
 signing reader accepts an unframed value only if it is a canonical decimal integer
@@ -150,8 +157,11 @@ class Hmac:
         self._inner = hashlib.sha256(key.translate(_IPAD))
         self._outer = hashlib.sha256(key.translate(_OPAD))
 
-    def __call__(self, data: bytes) -> bytes:
+    def __call__(self, data: bytes, context: bytes = b"") -> bytes:
+        """The tag of ``data`` stored in ``context`` (see the module docstring)."""
         inner = self._inner.copy()
+        inner.update(len(context).to_bytes(4, "big"))
+        inner.update(context)
         inner.update(data)
         outer = self._outer.copy()
         outer.update(inner.digest())
@@ -183,7 +193,7 @@ class Codec:
             self._compress = factory()[0]
         self._decompressors: dict[int, Callable[[bytes, int], bytes]] = {}
 
-    def dumps(self, value: Any) -> bytes | int:
+    def dumps(self, value: Any, context: bytes = b"") -> bytes | int:
         data = self._sdumps(value)
         if type(data) is int:
             return data
@@ -196,15 +206,15 @@ class Codec:
                 data, flags = packed, self._cid << 4
         if self.key is not None:
             framed = bytes((0xC1, flags | SIGNED)) + data
-            return framed + self.key(framed)
+            return framed + self.key(framed, context)
         if flags:
             return bytes((0xC1, flags)) + data
         return data
 
-    def loads(self, data: bytes) -> Any:
-        return self._sloads(self.open(data))
+    def loads(self, data: bytes, context: bytes = b"") -> Any:
+        return self._sloads(self.open(data, context))
 
-    def open(self, data: bytes) -> bytes:
+    def open(self, data: bytes, context: bytes = b"") -> bytes:
         """The serializer's bytes in a stored value, verified and decompressed: what the
         near-cache keeps, so a hit only deserializes. Raises ``UnreadableValue``."""
         if data[:1] != MAGIC:
@@ -220,7 +230,7 @@ class Codec:
             raise UnreadableValue(f"unknown format flags {flags:#04x}")
         if flags & SIGNED:
             end = len(data) - TAG_BYTES
-            if end < 2 or (self.keys and not self._verify(data[:end], data[end:])):
+            if end < 2 or (self.keys and not self._verify(data[:end], data[end:], context)):
                 raise UnreadableValue("signature does not verify")
             body = data[2:end]
         elif self.key is not None:
@@ -235,10 +245,28 @@ class Codec:
             body = unpack(body, self.max_bytes)
         return body
 
-    def _verify(self, signed: bytes, tag: bytes) -> bool:
-        if hmac.compare_digest(self._tags[0](signed), tag):  # the current key, the common case
+    def variants(self, value: Any) -> list[bytes | int]:
+        """``value`` as each signing key signs it (no context), the current key's first: how
+        a set member stored before a key rotation is still found by value."""
+        first = self.dumps(value)
+        if type(first) is int or first[:1] != MAGIC or not first[1] & SIGNED:
+            return [first]
+        framed = first[:-TAG_BYTES]
+        return [first, *(framed + sign(framed) for sign in self._tags[1:])]
+
+    def rebind(self, data: bytes, old: bytes, new: bytes) -> bytes:
+        """A stored value moved from context ``old`` to ``new`` (``incr_version``): verified
+        where it was, signed for where it goes, never deserialized. Raises ``UnreadableValue``."""
+        self.open(data, old)
+        if self.key is None or data[:1] != MAGIC:  # not signing, or a raw integer
+            return data
+        framed = data[:-TAG_BYTES]
+        return framed + self.key(framed, new)
+
+    def _verify(self, signed: bytes, tag: bytes, context: bytes) -> bool:
+        if hmac.compare_digest(self._tags[0](signed, context), tag):  # the current key
             return True
-        return any(hmac.compare_digest(sign(signed), tag) for sign in self._tags[1:])
+        return any(hmac.compare_digest(sign(signed, context), tag) for sign in self._tags[1:])
 
 
 def foreign(data: bytes, limit: int) -> bytes:
@@ -342,13 +370,16 @@ def too_large(key: str, size: int, limit: int) -> ValueError:
     )
 
 
-def unreadable(cache: str, shard: str, key: str, exc: Exception, raising: bool) -> None:
-    """Report a stored value we will not use: raise, or warn (the caller reads a miss)."""
+def unreadable(
+    cache: str, shard: str, key: str, exc: Exception, raising: bool, member: bool = False
+) -> None:
+    """Report a stored value (or set member) we will not use: raise, or warn (the caller
+    reads a miss, or leaves the member out)."""
+    what = f"a member of key {key!r}" if member else f"the value of key {key!r}"
     if raising:
-        raise UnreadableValue(
-            f"cache {cache!r} shard {shard!r}: the value of key {key!r} is unreadable: {exc}"
-        ) from exc
+        message = f"cache {cache!r} shard {shard!r}: {what} is unreadable: {exc}"
+        raise UnreadableValue(message) from exc
     logger.warning(
-        "cache %r shard %r: the value of key %r is unreadable (%s: %s); read as a miss",
-        cache, shard, key, type(exc).__name__, exc,
+        "cache %r shard %r: %s is unreadable (%s: %s); %s",
+        cache, shard, what, type(exc).__name__, exc, "left out" if member else "read as a miss",
     )  # fmt: skip

@@ -62,7 +62,7 @@ class ExtendedOps(StructureOps, SortedSetOps, Ops):
             return self.add(key, value, timeout)
         if timeout == 0:  # expires at once: delete what exists, as a plain set does
             return self._write_one(key, [("DEL", key)], lambda r: bool(_first(r)))
-        command = (*_set_command(key, self._dumps(value), timeout), "XX")
+        command = (*_set_command(key, self._dump(key, value), timeout), "XX")
         return self._write_one(key, [command], lambda r: _first(r) is not None)
 
     def incr_or_create(self, key: str, delta: int) -> Op:

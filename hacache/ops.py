@@ -143,8 +143,9 @@ _BAD = object()  # a stored value that would not load
 
 class Ops:
     __slots__ = (
-        "_bus", "_covers", "_dropped", "_dumps", "_fallback", "_hit_loads", "_loads", "_max_bytes",
-        "_near", "_open", "_publish", "_raise_unreadable", "_router", "_wait",
+        "_bus", "_codec", "_covers", "_dropped", "_dumps", "_fallback", "_forms", "_hit_loads",
+        "_loads", "_max_bytes", "_near", "_open", "_publish", "_raise_unreadable", "_router",
+        "_wait",
     )  # fmt: skip
 
     def __init__(self, router: Router, serializer: Serializer) -> None:
@@ -154,7 +155,11 @@ class Ops:
         # only deserializes it (``_hit_loads``). Without one, values are the serializer's.
         values = router.options.values
         codec = values.codec if serializer is router.options.serializer else None
+        # ``_dumps``/``_loads`` are for set and sorted-set members (empty signing context);
+        # a value stored under a key goes through ``_dump``/``_load``, signed for that key.
+        self._codec = codec
         self._dumps = codec.dumps if codec else serializer.dumps
+        self._forms = codec.variants if codec and len(codec.keys) > 1 else None  # key rotation
         self._loads = codec.loads if codec else serializer.loads
         self._open = codec.open if codec else None
         self._hit_loads = serializer.loads
@@ -172,15 +177,26 @@ class Ops:
     def _dump(self, key: str, value: Any) -> Any:
         """The value as stored; its serializer's error names the key; a value above
         MAX_VALUE_BYTES raises ValueError before anything is sent."""
+        codec = self._codec
         try:
-            data = self._dumps(value)
+            data = self._dumps(value) if codec is None else codec.dumps(value, key.encode())
         except Exception as exc:
             raise unstorable(key, value, exc) from exc
         if type(data) is not int and len(data) > self._max_bytes:
             raise too_large(key, len(data), self._max_bytes)
         return data
 
-    def _unreadable(self, key: str, data: bytes, exc: Exception, default: Any) -> Any:
+    def _load(self, key: str, data: bytes, default: Any) -> Any:
+        """A value stored under ``key`` (verified for it), or ``default`` if unreadable."""
+        codec = self._codec
+        try:
+            return self._loads(data) if codec is None else codec.loads(data, key.encode())
+        except Exception as exc:
+            return self._unreadable(key, data, exc, default)
+
+    def _unreadable(
+        self, key: str, data: bytes, exc: Exception, default: Any, member: bool = False
+    ) -> Any:
         """A stored value that would not load: the fallback's reading (a frame or django-redis
         compression, met by a cache without a codec), else a miss with a warning, or raise."""
         if self._fallback is not None and recognized(data):
@@ -189,7 +205,7 @@ class Ops:
             except Exception as again:
                 exc = again
         shard = self._router.shard_for(key)
-        unreadable(shard.cache, shard.name, key, exc, self._raise_unreadable)
+        unreadable(shard.cache, shard.name, key, exc, self._raise_unreadable, member)
         return default
 
     def _read_one(self, key: str, commands: list[Command], finish: Any) -> Op:
@@ -305,7 +321,6 @@ class Ops:
         return Op(batches, checked, op.idempotent, cleanup, writes=op.writes)
 
     def get(self, key: str, default: Any) -> Op:
-        loads = self._loads
         if self._dropped.waiting and self._hidden(key):
             return _done(default)
         hit = self._near_lookup(key)
@@ -328,7 +343,7 @@ class Ops:
                         near.fill(lease, ABSENT, ttl)
                         return default
                     try:  # kept near only once verified and loaded
-                        kept = value if opener is None else opener(value)
+                        kept = value if opener is None else opener(value, key.encode())
                         found = hit_loads(kept)
                     except Exception as exc:
                         return self._unreadable(key, value, exc, default)
@@ -345,12 +360,14 @@ class Ops:
                     fills=True,
                 )
 
+        loads, codec = self._loads, self._codec
+
         def finish(results: list[Replies]) -> Any:
             value = _first(results)
             if value is None:
                 return default
             try:
-                return loads(value)
+                return loads(value) if codec is None else codec.loads(value, key.encode())
             except Exception as exc:
                 return self._unreadable(key, value, exc, default)
 
@@ -490,7 +507,7 @@ class Ops:
                             near.fill(lease, ABSENT, ttl)
                         continue
                     try:  # one unreadable value is a miss, not the whole call's failure
-                        kept = value if opener is None else opener(value)
+                        kept = value if opener is None else opener(value, key.encode())
                         found[key] = hit_loads(kept)
                     except Exception as exc:
                         if (loaded := self._unreadable(key, value, exc, _BAD)) is not _BAD:
@@ -566,17 +583,25 @@ class Ops:
         return self._write(op, everything)
 
     def dump(self, key: str) -> Op:
-        """The raw stored value and its remaining lifetime in ms (-1: none), or None if absent."""
+        """The raw stored value and its remaining lifetime in ms (-1: none), or None if absent
+        (or unreadable: see ``_load``)."""
 
         def finish(results: list[Replies]) -> tuple[bytes, int] | None:
             value, ttl = (_ok(reply) for reply in results[0])
-            return None if value is None or ttl == -2 else (value, ttl)
+            if value is None or ttl == -2 or self._load(key, value, _BAD) is _BAD:
+                return None
+            return value, ttl
 
         return self._read_one(key, [("GET", key), ("PTTL", key)], finish)
 
-    def restore(self, key: str, raw: bytes, ttl_ms: int, if_absent: bool = False) -> Op:
-        """Store a value read by ``dump`` under ``key``, with the lifetime it had left (with
-        ``if_absent``, only if the key has no value); answers whether it was stored."""
+    def restore(
+        self, key: str, raw: bytes, ttl_ms: int, if_absent: bool = False, source: str | None = None
+    ) -> Op:
+        """Store a value read by ``dump`` (of ``source``, if not ``key``) under ``key``, with
+        the lifetime it had left (with ``if_absent``, only if the key has no value); answers
+        whether it was stored. A signed value is signed again for its new key."""
+        if source is not None and source != key and self._codec is not None:
+            raw = self._codec.rebind(raw, source.encode(), key.encode())
         command = ("SET", key, raw) if ttl_ms < 0 else ("SET", key, raw, "PX", max(ttl_ms, 1))
         if if_absent:
             command = (*command, "NX")

@@ -157,9 +157,12 @@ def _from_previous(cache: Any, keys: Iterable[str]) -> Plan:
                 if newer is not _MISSING:
                     found[key] = newer
                 continue
+            value = ops._load(key, raw, _MISSING)  # unreadable: a miss (and a warning)
+            if value is _MISSING:
+                continue
             if copied is None or isinstance(copied, Exception):
                 yield ops.restore(key, raw, ttl, if_absent=True)
-            found[key] = ops._loads(raw)
+            found[key] = value
     return found
 
 
@@ -288,7 +291,7 @@ def _incr_version(cache: Any, key: Any, delta: int = 1, version: Any = None) -> 
         raise ValueError(f"Key '{key}' not found")
     if new != old:
         yield from _forget_previous(cache, [new])
-        yield cache._ops.restore(new, *found)
+        yield cache._ops.restore(new, *found, source=old)
         yield from _forget_previous(cache, [old])
         yield cache._ops.delete(old)
     return version + delta

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from hacache.endpoint import Command
-from hacache.ops import _first
+from hacache.endpoint import Command, Replies
+from hacache.ops import _BAD, _first, _ok
 from hacache.router import Op
 
 
@@ -34,15 +34,15 @@ class SortedSetOps:
         return self._structure_write(key, [command], lambda r: finish(_first(r)),
                                      idempotent=idempotent)  # fmt: skip
 
-    def _scored(self, flat: list[bytes], cast: Callable[[bytes], Any]) -> list[tuple[Any, Any]]:
-        loads = self._loads
-        return [(loads(flat[i]), cast(flat[i + 1])) for i in range(0, len(flat), 2)]
+    def _scored(self, key: str, flat: list[bytes], cast: Callable[[bytes], Any]) -> list[Any]:
+        """(member, score) pairs, but those whose member is unreadable (``_member``)."""
+        pairs = ((self._member(key, flat[i], _BAD), flat[i + 1]) for i in range(0, len(flat), 2))
+        return [(member, cast(score)) for member, score in pairs if member is not _BAD]
 
     def _ranged(self, key: str, command: Command, withscores: bool, cast: Any) -> Op:
-        loads = self._loads
         if withscores:
-            return self._zread(key, (*command, "WITHSCORES"), lambda r: self._scored(r, cast))
-        return self._zread(key, command, lambda r: [loads(m) for m in r])
+            return self._zread(key, (*command, "WITHSCORES"), lambda r: self._scored(key, r, cast))
+        return self._zread(key, command, lambda r: self._loaded(key, r))
 
     def zadd(self, key: str, mapping: Mapping[Any, float], flags: Iterable[str]) -> Op:
         flags = tuple(flags)
@@ -67,7 +67,7 @@ class SortedSetOps:
         command: Command = (side, key) if count is None else (side, key, count)
 
         def finish(flat: list[bytes]) -> Any:
-            pairs = self._scored(flat, float)
+            pairs = self._scored(key, flat, float)
             if count is None:
                 return pairs[0] if pairs else None
             return pairs
@@ -88,23 +88,36 @@ class SortedSetOps:
         command = (name, key, low, high)
         if withscores:  # WITHSCORES must come before LIMIT
             command = (*command, "WITHSCORES")
-            return self._zread(key, (*command, *limit), lambda r: self._scored(r, cast))
+            return self._zread(key, (*command, *limit), lambda r: self._scored(key, r, cast))
         return self._ranged(key, (*command, *limit), False, cast)
 
     def zrevrange(self, key: str, start: int, end: int, withscores: bool, cast: Any) -> Op:
         return self._ranged(key, ("ZREVRANGE", key, start, end), withscores, cast)
 
     def zrank(self, key: str, member: Any, withscore: bool) -> Op:
-        command = ("ZRANK", key, self._dumps(member), *(("WITHSCORE",) if withscore else ()))
-        if withscore:  # Redis 7.2 and later
-            return self._zread(key, command, lambda r: None if r is None else [r[0], float(r[1])])
-        return self._zread(key, command, lambda r: r)
+        """ZRANK (WITHSCORE: Redis 7.2 and later); while keys rotate, one per signed form."""
+        score = ("WITHSCORE",) if withscore else ()
+        commands: list[Command] = [("ZRANK", key, f, *score) for f in self._all_forms([member])]
+
+        def finish(results: list[Replies]) -> Any:
+            replies = [_ok(reply) for reply in results[0]]
+            reply = next((r for r in replies if r is not None), None)
+            return [reply[0], float(reply[1])] if withscore and reply is not None else reply
+
+        return self._read_one(key, commands, finish)
 
     def zrem(self, key: str, members: Iterable[Any]) -> Op:
-        return self._zwrite(key, ("ZREM", key, *map(self._dumps, members)), int)
+        return self._zwrite(key, ("ZREM", key, *self._all_forms(members)), int)
 
     def zremrangebyscore(self, key: str, low: Any, high: Any) -> Op:
         return self._zwrite(key, ("ZREMRANGEBYSCORE", key, low, high), int)
 
     def zscore(self, key: str, member: Any) -> Op:
-        return self._zread(key, ("ZSCORE", key, self._dumps(member)), _score)
+        if self._forms is None:
+            return self._zread(key, ("ZSCORE", key, self._dumps(member)), _score)
+        command = ("ZMSCORE", key, *self._forms(member))  # one score per signed form
+
+        def first(scores: list[Any]) -> float | None:
+            return _score(next((score for score in scores if score is not None), None))
+
+        return self._zread(key, command, first)

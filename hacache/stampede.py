@@ -189,7 +189,6 @@ class Flight:
 
     def lookup(self) -> Plan:
         cache, settings = self._cache, self._settings
-        loads = cache._router.options.serializer.loads
         xfetch = settings.xfetch_beta > 0 and self._timeout is not None
         read = cache._ops.get(self._key, _MISSING)
         xfetch = xfetch and bool(read.batches)  # a near-cache hit stays local: no XFetch
@@ -213,8 +212,10 @@ class Flight:
         try:
             reply = yield self._lease()
             while reply and reply[0] == _HELD:
-                if reply[1] is not None:
-                    return loads(reply[1])  # GRACE: the previous value, while one recomputes
+                if reply[1] is not None:  # GRACE: the previous value, while one recomputes
+                    stale = cache._ops._load(self._key, reply[1], _MISSING)
+                    if stale is not _MISSING:
+                        return stale
                 left = deadline - time.monotonic()
                 if left < _MIN_BLOCK:
                     break
@@ -223,7 +224,10 @@ class Flight:
         except RedisError:
             reply = None  # the protection failed: compute without it
         if reply and reply[0] == _HIT:
-            return loads(reply[1])
+            hit = cache._ops._load(self._key, reply[1], _MISSING)
+            if hit is not _MISSING:
+                return hit
+            self._overwrite, reply = True, None  # unreadable: computed again, and replaced
         if not (reply and reply[0] == _OURS):
             self._held = None
         return self._compute()
@@ -289,8 +293,7 @@ class Flight:
         """Store as Django's ``add`` then ``get`` would (an early refresh overwrites), with the
         grace copy and compute time, release and wake; answers what the key then holds."""
         cache, key, timeout, settings = self._cache, self._key, self._timeout, self._settings
-        serializer = cache._router.options.serializer
-        raw = serializer.dumps(value)
+        raw = cache._ops._dump(key, value)  # signed for the key, also as the grace copy
         set_value: tuple[Any, ...] = ("SET", key, raw)
         if timeout is not None:
             set_value += ("EX", timeout)
@@ -304,14 +307,14 @@ class Flight:
                 commands.append(("SET", self._names["delta"], delta, "EX", timeout))
         if self._held is not None:
             commands.append(self._release_command())
-        loads = serializer.loads
+        load = cache._ops._load
 
         def finish(results: list[Any]) -> Any:
             for reply in results[0]:
                 if isinstance(reply, Exception):
                     raise reply
             stored = results[0][1]
-            return value if stored is None else loads(stored)
+            return value if stored is None else load(key, stored, value)
 
         shard = cache._router.shard_for(key)
         return cache._ops._write(Op([(shard, commands)], finish, writes=[[key]]), [[key]])

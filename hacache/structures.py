@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from hacache.endpoint import Command, Replies
-from hacache.ops import _first, _ok
+from hacache.ops import _BAD, _first, _ok
 from hacache.router import Op
 
 if TYPE_CHECKING:
@@ -51,29 +51,28 @@ class StructureOps:
     # -- hashes ------------------------------------------------------------------------------
 
     def hset(self, key: str, field: Any, value: Any, mapping: Mapping[Any, Any] | None) -> Op:
-        dumps = self._dumps
-        pairs: list[Any] = [] if field is None else [field, dumps(value)]
+        dump = self._dump  # a hash's values are signed for its key, as a value is
+        pairs: list[Any] = [] if field is None else [field, dump(key, value)]
         for name, item in (mapping or {}).items():
-            pairs += (name, dumps(item))
+            pairs += (name, dump(key, item))
         if not pairs:
             raise ValueError("hset needs a field and value, or a mapping")
         return self._structure_write(key, [("HSET", key, *pairs)], lambda r: int(_first(r)))
 
     def hget(self, key: str, field: Any, default: Any) -> Op:
-        loads = self._loads
-
         def finish(results: list[Replies]) -> Any:
             value = _first(results)
-            return default if value is None else loads(value)
+            return default if value is None else self._load(key, value, default)
 
         return self._read_one(key, [("HGET", key, field)], finish)
 
     def hgetall(self, key: str) -> Op:
-        loads = self._loads
+        """Every field, but those whose value is unreadable (see ``Ops._load``)."""
 
         def finish(results: list[Replies]) -> dict[str, Any]:
             flat = _first(results)
-            return {_text(flat[i]): loads(flat[i + 1]) for i in range(0, len(flat), 2)}
+            values = (self._load(key, value, _BAD) for value in flat[1::2])
+            return {_text(f): v for f, v in zip(flat[::2], values, strict=True) if v is not _BAD}
 
         return self._read_one(key, [("HGETALL", key)], finish)
 
@@ -96,44 +95,54 @@ class StructureOps:
         return self._structure_write(key, [command], lambda r: int(_first(r)))
 
     def srem(self, key: str, members: Iterable[Any]) -> Op:
-        command = ("SREM", key, *map(self._dumps, members))
+        command = ("SREM", key, *self._all_forms(members))
         return self._structure_write(key, [command], lambda r: int(_first(r)))
 
     def smembers(self, key: str) -> Op:
-        return self._read_one(key, [("SMEMBERS", key)], lambda r: self._members(_first(r)))
+        return self._read_one(key, [("SMEMBERS", key)], lambda r: self._members(key, _first(r)))
 
     def scard(self, key: str) -> Op:
         return self._read_one(key, [("SCARD", key)], lambda r: int(_first(r)))
 
     def sismember(self, key: str, member: Any) -> Op:
+        if self._forms is not None:
+            command = ("SMISMEMBER", key, *self._forms(member))
+            return self._read_one(key, [command], lambda r: any(_first(r)))
         command = ("SISMEMBER", key, self._dumps(member))
         return self._read_one(key, [command], lambda r: bool(_first(r)))
 
     def smismember(self, key: str, members: Iterable[Any]) -> Op:
-        command = ("SMISMEMBER", key, *map(self._dumps, members))
-        return self._read_one(key, [command], lambda r: [bool(v) for v in _first(r)])
+        if self._forms is None:
+            command = ("SMISMEMBER", key, *map(self._dumps, members))
+            return self._read_one(key, [command], lambda r: [bool(v) for v in _first(r)])
+        forms = [self._forms(member) for member in members]  # an integer has only one
+        command = ("SMISMEMBER", key, *(form for each in forms for form in each))
+
+        def finish(results: list[Replies]) -> list[bool]:
+            found = iter(_first(results))
+            return [any([next(found) for _ in each]) for each in forms]
+
+        return self._read_one(key, [command], finish)
 
     def spop(self, key: str, count: int | None) -> Op:
         command: Command = ("SPOP", key) if count is None else ("SPOP", key, count)
-        loads = self._loads
 
         def finish(results: list[Replies]) -> Any:
             reply = _first(results)
             if count is not None:
-                return self._members(reply or [])
-            return None if reply is None else loads(reply)
+                return self._members(key, reply or [])
+            return None if reply is None else self._member(key, reply, None)
 
         return self._structure_write(key, [command], finish, idempotent=False)
 
     def srandmember(self, key: str, count: int | None) -> Op:
         command: Command = ("SRANDMEMBER", key) if count is None else ("SRANDMEMBER", key, count)
-        loads = self._loads
 
         def finish(results: list[Replies]) -> Any:
             reply = _first(results)
             if count is not None:
-                return [loads(v) for v in reply or []]
-            return None if reply is None else loads(reply)
+                return self._loaded(key, reply or [])
+            return None if reply is None else self._member(key, reply, None)
 
         return self._read_one(key, [command], finish)
 
@@ -147,7 +156,7 @@ class StructureOps:
 
         def finish(results: list[Replies]) -> tuple[int, set[Any]]:
             next_cursor, members = _first(results)
-            return int(next_cursor), self._members(members)
+            return int(next_cursor), self._members(key, members)
 
         # Not readonly: a cursor is only meaningful to the server that made it.
         return Op([(self._router.shard_for(key), [tuple(command)])], finish)
@@ -157,15 +166,20 @@ class StructureOps:
         shard = self._router.shard_for(source)
         if self._router.shard_for(destination) is not shard:
             return None
-        command = ("SMOVE", source, destination, self._dumps(member))
-        return self._structure_write(source, [command], lambda r: bool(_first(r)), idempotent=False)
+        forms = self._forms(member) if self._forms is not None else [self._dumps(member)]
+        commands: list[Command] = [("SMOVE", source, destination, form) for form in forms]
+        return self._structure_write(source, commands, lambda r: any(r[0]), idempotent=False)
 
     def combine(self, name: str, keys: list[str]) -> Op:
         """SDIFF, SINTER or SUNION of ``keys`` wherever they live, as a Python set."""
         groups = self._router.group(keys)
         if len(groups) == 1:
             ((shard, _),) = groups.items()
-            return Op([(shard, [(name, *keys)])], lambda r: self._members(_first(r)), readonly=True)
+
+            def members(results: list[Replies]) -> set[Any]:
+                return self._members(keys[0], _first(results))
+
+            return Op([(shard, [(name, *keys)])], members, readonly=True)
         return self._gather(keys, groups, lambda sets: _COMBINE[name](sets[0], sets[1:]))
 
     def combine_store(self, name: str, destination: str, keys: list[str]) -> Op | None:
@@ -187,9 +201,27 @@ class StructureOps:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _members(self, raw: Iterable[bytes]) -> set[Any]:
-        loads = self._loads
-        return {loads(value) for value in raw}
+    def _all_forms(self, members: Iterable[Any]) -> list[Any]:
+        """Each member as stored, under every signing key while keys rotate (``variants``):
+        what removes a member or finds it by value whichever key signed it."""
+        if self._forms is None:
+            return list(map(self._dumps, members))
+        return [form for member in members for form in self._forms(member)]
+
+    def _member(self, key: str, data: bytes, default: Any) -> Any:
+        """A member of ``key``'s set or sorted set, or ``default`` if it is unreadable (a
+        warning, or raises: see ``Ops._unreadable``); members are signed with no context."""
+        try:
+            return self._loads(data)
+        except Exception as exc:
+            return self._unreadable(key, data, exc, default, member=True)
+
+    def _loaded(self, key: str, raw: Iterable[bytes]) -> list[Any]:
+        """The readable ones of ``raw``, in order."""
+        return [v for v in (self._member(key, data, _BAD) for data in raw) if v is not _BAD]
+
+    def _members(self, key: str, raw: Iterable[bytes]) -> set[Any]:
+        return set(self._loaded(key, raw))
 
     def _gather(self, keys: list[str], groups: dict[Shard, list[str]], combine: Any) -> Op:
         """Every key's members in one round trip (SMEMBERS per key, per shard's pipeline)."""
@@ -199,7 +231,7 @@ class StructureOps:
             found: dict[str, set[Any]] = {}
             for (_, group), replies in zip(groups.items(), results, strict=True):
                 for key, reply in zip(group, replies, strict=True):
-                    found[key] = self._members(_ok(reply))
+                    found[key] = self._members(key, _ok(reply))
             return combine([found[key] for key in keys])
 
         return Op(batches, finish, readonly=True)
