@@ -2,6 +2,9 @@
 """What METRICS costs in CPU instructions, client side: steadier than wall clock on a busy VM.
 
     python benchmarks/metrics.py [--calls 2000] [--json benchmarks/results/metrics.json]
+                                 [--on '{"SIGN_VALUES": true, "SIGNING_KEY": "k"}']
+
+``--on`` measures other OPTIONS the same way ("on" is those options, "off" none of them).
 
 Starts one throw-away Redis server, then runs a tiny Django process under
 ``valgrind --tool=callgrind`` for each of remote get, remote set and near-cache hit, with METRICS
@@ -29,13 +32,13 @@ WORKLOADS = ("remote get", "remote set", "near hit")
 NEAR_FACTOR = 10  # a near hit is ~10x cheaper: more calls for as many instructions
 
 
-def child(workload: str, state: str, calls: int, url: str) -> None:
+def child(workload: str, state: str, calls: int, url: str, on: str) -> None:
     """Under callgrind: one cache, warmed up, then ``calls`` calls of ``workload``."""
     sys.path.insert(0, str(REPO))
     import django
     from django.conf import settings
 
-    options = {"METRICS": state == "on", "NEAR_CACHE": workload == "near hit"}
+    options = {"NEAR_CACHE": workload == "near hit", **(json.loads(on) if state == "on" else {})}
     settings.configure(
         CACHES={"default": {"BACKEND": "hacache.HACache", "LOCATION": [url], "OPTIONS": options}}
     )
@@ -57,13 +60,13 @@ def child(workload: str, state: str, calls: int, url: str) -> None:
     close_all_routers()
 
 
-def instructions(workload: str, state: str, calls: int, url: str, out: Path) -> int:
+def instructions(workload: str, state: str, calls: int, url: str, on: str, out: Path) -> int:
     """Instructions the calling thread ran, from callgrind's per-thread output."""
     prefix = out / f"{workload.replace(' ', '-')}-{state}-{calls}"
     subprocess.run(
         ["valgrind", "--tool=callgrind", "--separate-threads=yes",
          f"--callgrind-out-file={prefix}.%p", sys.executable, __file__,
-         "--child", workload, state, str(calls), url],
+         "--child", workload, state, str(calls), url, on],
         check=True, capture_output=True, env={**os.environ, "PYTHONHASHSEED": "0"},
     )  # fmt: skip
     main_thread = next(out.glob(f"{prefix.name}.*-01"))
@@ -74,11 +77,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--json", type=Path, default=REPO / "benchmarks/results/metrics.json")
-    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--on", default='{"METRICS": true}', help="OPTIONS measured, as JSON")
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        workload, state, calls, url = args.child
-        child(workload, state, int(calls), url)
+        workload, state, calls, url, on = args.child
+        child(workload, state, int(calls), url, on)
         return 0
     sys.path.insert(0, str(REPO))
     from hacache.topology import Topology
@@ -95,7 +99,7 @@ def main() -> int:
         ThreadPoolExecutor(os.cpu_count() or 1) as pool,
     ):
         url = topology.master_urls()[0]
-        counts = list(pool.map(lambda r: instructions(*r, url, Path(tmp)), runs))
+        counts = list(pool.map(lambda r: instructions(*r, url, args.on, Path(tmp)), runs))
     per_call = {}
     for i in range(0, len(runs), 2):
         (workload, state, calls), (none, some) = runs[i + 1], counts[i : i + 2]
@@ -107,6 +111,7 @@ def main() -> int:
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
     result = {
         "instructions_per_call": per_call,
+        "on": json.loads(args.on),
         "calls": args.calls,
         "near_calls": args.calls * NEAR_FACTOR,
         "machine": {"platform": platform.platform(), "python": platform.python_version()},

@@ -16,19 +16,9 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import RedisError, ResponseError
 
 from hacache import failover
-from hacache.endpoint import Command, Endpoint, Pending, Replies
-from hacache.failover import (
-    CloseIdle,
-    Discard,
-    Discover,
-    Finish,
-    Plan,
-    Ready,
-    Start,
-    WaitFor,
-    direct,
-    settled,
-)
+from hacache.actions import CloseIdle, Discard, Discover, Finish, Plan, Ready, Start, WaitFor
+from hacache.endpoint import Command, Endpoint, Pending, Replies, ServerClosed
+from hacache.failover import direct, settled
 
 if TYPE_CHECKING:
     from hacache.router import Op, Router
@@ -49,6 +39,14 @@ async def _aclosed_by_server(connection: Any) -> bool:
         return await connection.can_read()
     except (RedisError, OSError):
         return True
+
+
+def _reply_error(exc: ResponseError) -> ResponseError:
+    """An error reply is a reply, except a protocol error: Redis closes the connection after
+    it (an argument above its ``proto-max-bulk-len``, see ``sizelimit``)."""
+    if str(exc).startswith("Protocol error"):
+        raise ServerClosed(f"{exc}; the server closed the connection") from exc
+    return exc
 
 
 # -- sync ------------------------------------------------------------------------------------
@@ -89,7 +87,7 @@ def _finish(pending: Pending) -> Replies | RedisError:
             try:
                 replies.append(connection.read_response(disconnect_on_error=False))
             except ResponseError as exc:
-                replies.append(exc)
+                replies.append(_reply_error(exc))
     except RedisError as exc:
         pool.discard(connection)
         return exc
@@ -206,7 +204,7 @@ async def _read_one(connection: Any) -> Any:
     try:
         return await connection.read_response(disconnect_on_error=False)
     except ResponseError as exc:
-        return exc
+        return _reply_error(exc)
 
 
 async def _afinish(pending: Pending, first: asyncio.Task | None) -> Replies | RedisError:

@@ -28,6 +28,10 @@ class BreakerOpen(RedisConnectionError):
     """The endpoint failed repeatedly: calls fail at once until its cooldown has passed."""
 
 
+class ServerClosed(RedisConnectionError):
+    """The server answered a protocol error, and closes the connection after one."""
+
+
 class Pending(NamedTuple):
     """A pipeline on its way to one endpoint (or one that could not be sent)."""
 
@@ -42,7 +46,8 @@ class Pending(NamedTuple):
 class Endpoint:
     __slots__ = (
         "__weakref__", "_async_lock", "_async_pools", "_last_async", "_pool_args", "address",
-        "async_connection_class", "breaker", "connection_class", "connection_kwargs", "pool",
+        "async_connection_class", "breaker", "bulk_limit", "connection_class",
+        "connection_kwargs", "pool",
     )  # fmt: skip
 
     def __init__(
@@ -57,6 +62,7 @@ class Endpoint:
         breaker: Breaker,
     ) -> None:
         self.address = address
+        self.bulk_limit: int | None = None  # proto-max-bulk-len, once learned (``sizelimit``)
         self.connection_class = connection_class
         self.async_connection_class = async_connection_class
         self.connection_kwargs = kwargs

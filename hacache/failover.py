@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from hacache import sizelimit
+from hacache.actions import CloseIdle, Discard, Discover, Finish, Plan, Ready, Start, WaitFor
 from hacache.endpoint import BreakerOpen, Command, Endpoint, Pending, Replies
 from hacache.failopen import empty_replies, log_failure
 from hacache.pool import PoolExhausted
@@ -47,58 +48,6 @@ logger = logging.getLogger("hacache.failover")
 class MasterDown(RedisConnectionError):
     """A sentinel reports the shard's master down: writes are held back from it."""
 
-
-# -- actions: what a plan asks the driver to do, and what it gets back ---------------------
-
-
-class Start(NamedTuple):
-    """Send a pipeline. Outcome: a ``Pending`` (its ``error`` set if it could not be sent)."""
-
-    endpoint: Endpoint
-    commands: list[Command]
-    idempotent: bool  # False: check a reused connection before sending (it cannot be replayed)
-
-
-class Finish(NamedTuple):
-    """Read a sent pipeline's replies. Outcome: ``Replies``, or the ``RedisError`` it met."""
-
-    pending: Pending
-
-
-class Ready(NamedTuple):
-    """Wait until one of the pendings has a reply to read. Outcome: its index, or None."""
-
-    pendings: tuple[Pending, ...]
-    timeout: float
-
-
-class Discard(NamedTuple):
-    """Give up on a sent pipeline: its connection is closed unread. Outcome: None."""
-
-    pending: Pending
-
-
-class CloseIdle(NamedTuple):
-    """Close the endpoint's idle connections (a stale one was found). Outcome: None."""
-
-    endpoint: Endpoint
-
-
-class Discover(NamedTuple):
-    """Ask Sentinel for the shard's servers now. Outcome: None, or the error that stopped it."""
-
-    shard: Shard
-
-
-class WaitFor(NamedTuple):
-    """Wait until ``until(shard.view)`` holds or ``timeout`` passes. Outcome: None."""
-
-    shard: Shard
-    until: Callable[[View], bool]
-    timeout: float
-
-
-Plan = Generator[Any, Any, Any]
 
 # -- one pipeline on one endpoint -----------------------------------------------------------
 
@@ -149,6 +98,9 @@ def _unsettled(pending: Pending, outcome: Any, idempotent: bool) -> Plan:
     if outcome.__class__ is list:
         endpoint.breaker.failure()
         raise read_only(outcome)  # type: ignore[misc]
+    instead = yield from sizelimit.refusal(pending, outcome)  # a value too large: not booked
+    if instead is not None:
+        raise instead
     if _stale(pending, outcome):
         yield CloseIdle(endpoint)  # its idle siblings are most likely stale too
         if idempotent:

@@ -29,6 +29,7 @@ from hacache.nearcache import ABSENT, MISS, Lease
 from hacache.router import Op, Router
 from hacache.serializers import Serializer
 from hacache.shard import Shard
+from hacache.sizelimit import FLOOR, check_known
 
 # One server-side step: no EXISTS-then-INCRBY race and one round trip, not two.
 INCR_IF_EXISTS = (
@@ -145,7 +146,7 @@ class Ops:
     __slots__ = (
         "_bus", "_codec", "_covers", "_dropped", "_dumps", "_fallback", "_forms", "_hit_loads",
         "_loads", "_max_bytes", "_near", "_open", "_publish", "_raise_unreadable", "_router",
-        "_wait",
+        "_unchecked", "_wait",
     )  # fmt: skip
 
     def __init__(self, router: Router, serializer: Serializer) -> None:
@@ -165,6 +166,7 @@ class Ops:
         self._hit_loads = serializer.loads
         self._fallback = values.fallback if codec is None else None
         self._max_bytes = values.max_bytes if codec is None else sys.maxsize  # codec checks
+        self._unchecked = min(self._max_bytes, FLOOR)  # a value up to this size needs no check
         self._raise_unreadable = values.raise_unreadable
         self._near = router.near
         self._bus = router.bus
@@ -182,8 +184,11 @@ class Ops:
             data = self._dumps(value) if codec is None else codec.dumps(value, key.encode())
         except Exception as exc:
             raise unstorable(key, value, exc) from exc
-        if type(data) is not int and len(data) > self._max_bytes:
-            raise too_large(key, len(data), self._max_bytes)
+        if type(data) is not int and len(data) > self._unchecked:
+            if len(data) > self._max_bytes:
+                raise too_large(key, len(data), self._max_bytes)
+            if len(data) > FLOOR:
+                check_known(self._router.shard_for(key), key, len(data))  # the server's limit
         return data
 
     def _load(self, key: str, data: bytes, default: Any) -> Any:

@@ -17,10 +17,10 @@ from redis.exceptions import ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from hacache import failopen, failover
+from hacache.actions import CloseIdle, Discard, Discover, Finish, Ready, Start, WaitFor
 from hacache.breaker import Breaker
 from hacache.dropped import DroppedWrites
 from hacache.endpoint import BreakerOpen, Pending
-from hacache.failover import CloseIdle, Discard, Discover, Finish, Ready, Start, WaitFor
 from hacache.options import parse_options
 from hacache.router import Op
 from hacache.sentinel import usable_replica

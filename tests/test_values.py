@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import subprocess
 import zlib
 from decimal import Decimal
 
@@ -19,7 +18,6 @@ from hacache.serializers import (
     PickleSerializer,
     is_canonical_int,
 )
-from hacache.topology import free_port
 from tests.conftest import cache_params, make_cache
 
 KEY = "k" * 40
@@ -322,41 +320,6 @@ def test_a_value_above_max_value_bytes_is_refused_before_sending(topology):
         zipped.set("big", b"x" * 20_000)
     zipped.set("fits", b"x" * 9_900)
     assert zipped.get("fits") == b"x" * 9_900 and len(raw(zipped, "fits")) < 1000
-
-
-@pytest.fixture
-def small_bulk_server(tmp_path):
-    port = free_port()
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no",
-         "--proto-max-bulk-len", "1mb", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        client = redis.Redis(port=port)
-        for _ in range(100):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                import time
-
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-def test_max_value_bytes_keeps_a_server_refusal_from_the_breaker(small_bulk_server):
-    params = {"LOCATION": small_bulk_server, "KEY_PREFIX": "b",
-              "OPTIONS": {"MAX_VALUE_BYTES": 1024 * 1024 - 64, "BREAKER_THRESHOLD": 1}}  # fmt: skip
-    cache = make_cache(params)
-    for _ in range(3):
-        with pytest.raises(ValueError, match="MAX_VALUE_BYTES"):
-            cache.set("big", b"x" * 2_000_000)
-    cache.set("small", 1)
-    assert cache.get("small") == 1
 
 
 @pytest.mark.parametrize("compressor", ["zstd", "lz4"])
