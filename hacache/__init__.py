@@ -32,7 +32,7 @@ def __getattr__(name: str) -> Any:
 
         return register
     if name == "wait_for_replicas":
-        from hacache.ops import wait_for_replicas
+        from hacache.writes import wait_for_replicas
 
         return wait_for_replicas
     raise AttributeError(f"module 'hacache' has no attribute {name!r}")

@@ -19,8 +19,8 @@ from redis.exceptions import RedisError, ResponseError
 from hacache import stampede
 from hacache.compat import DjangoRedisAPI
 from hacache.compat_structures import StructuresAPI
+from hacache.counters import ScriptsRefused
 from hacache.extended import ExtendedOps, beyond_64_bits
-from hacache.ops import ScriptsRefused
 from hacache.router import alias_of, get_router
 
 # Characters memcached rejects; only keys containing one (or too long) take Django's slow check.

@@ -6,23 +6,17 @@ backend: ``None`` means no expiry and ``0`` means expire at once.
 
 With a near-cache, reads of covered keys are answered from it or fetched with their TTL under a
 lease (see ``nearcache``), and every write of covered keys carries its invalidation in the same
-pipeline and evicts the keys locally once the call is over, whether it succeeded or not.
+pipeline and evicts the keys locally once the call is over, whether it succeeded or not
+(``writes``). ``incr`` is in ``counters``; the value format (signing, compression) in ``codec``.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import sys
-import weakref
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from redis.exceptions import NoPermissionError, RedisError, ResponseError
-
-from hacache import failopen
+from hacache import counters
 from hacache.codec import recognized, too_large, unreadable, unstorable
 from hacache.endpoint import Command, Replies
 from hacache.nearcache import ABSENT, MISS, Lease
@@ -30,86 +24,7 @@ from hacache.router import Op, Router
 from hacache.serializers import Serializer
 from hacache.shard import Shard
 from hacache.sizelimit import FLOOR, check_known
-
-# One server-side step: no EXISTS-then-INCRBY race and one round trip, not two.
-INCR_IF_EXISTS = (
-    "if redis.call('EXISTS', KEYS[1]) == 1 then "
-    "return redis.call('INCRBY', KEYS[1], ARGV[1]) end return false"
-)
-# Per shard, whether its Redis user may run scripts (absent: not known yet). Process-wide.
-_scripts: weakref.WeakKeyDictionary[Shard, bool] = weakref.WeakKeyDictionary()
-# Shards whose user may run neither scripts nor MULTI: incr is refused there, not raced.
-_no_transactions: weakref.WeakSet[Shard] = weakref.WeakSet()
-_INCR_RULES = "+eval, or +multi +exec +rpush +lrem (with +incrby)"
-logger = logging.getLogger("hacache.ops")
-
-
-def _incr_steps(key: str, token: str, delta: int) -> list[Command]:
-    """``incr`` without a script: one MULTI/EXEC transaction, one round trip, that counts only
-    if the key exists.
-
-    RPUSH puts a stand-in at a missing key (a list holding a random ``token``) and fails
-    (WRONGTYPE) on a counter; INCRBY then counts on the counter and fails on the stand-in,
-    never creating anything; LREM takes the token out again, deleting the stand-in (a list of
-    the caller's gets its elements back as they were). Atomic, so no other client ever sees
-    the stand-in; sent once (``idempotent=False``, never replayed), so it never counts twice.
-    """
-    return [
-        ("MULTI",),
-        ("RPUSH", key, token),
-        ("INCRBY", key, delta),
-        ("LREM", key, -1, token),
-        ("EXEC",),
-    ]
-
-
-def _incr_outcome(replies: Replies) -> int | None:
-    """The new value of an ``_incr_steps`` transaction, or None (no such key)."""
-    multi, queued, executed = replies[0], replies[1:-1], replies[-1]
-    if not isinstance(multi, Exception) and not isinstance(executed, list):
-        # EXECABORT: a step was refused when queued (NOPERM, OOM), so none ran.
-        why = next((r for r in queued if isinstance(r, Exception)), executed)
-        raise ResponseError(
-            f"incr without scripts was refused: {why}; nothing was counted "
-            f"(the Redis user needs {_INCR_RULES})"
-        )
-    pushed, counted, _ = queued if isinstance(multi, Exception) else executed
-    if pushed == 1:  # the stand-in was the only element: there was no such key
-        return None
-    return _ok(counted)  # WRONGTYPE for a list or another non-counter, as INCRBY says
-
-
-def _refused(reply: Any, command: str) -> bool:
-    """A NOPERM reply refusing ``command`` itself (not a key or a channel): it did nothing,
-    and the user may not run it at all."""
-    return isinstance(reply, NoPermissionError) and f"'{command}' command" in str(reply)
-
-
-class ScriptsRefused(ResponseError):
-    """``incr``'s script was refused (NOPERM) and ran nothing: the same call made again uses the
-    transaction without scripts."""
-
-
-class NotReplicated(RedisError):
-    """``WAIT`` timed out: the write reached the master but not enough replicas."""
-
-
-# Per-call override of WAIT_REPLICAS / WAIT_TIMEOUT: (replicas, timeout in seconds).
-_replication: ContextVar[tuple[int, float] | None] = ContextVar("hacache_replication", default=None)
-
-
-@contextmanager
-def wait_for_replicas(replicas: int = 1, timeout: float = 0.1) -> Iterator[None]:
-    """Within this block, each write returns only once ``replicas`` replicas have it.
-
-    A write that no enough replicas confirm within ``timeout`` seconds raises ``NotReplicated``
-    (or, failing open, reports that nothing was stored). ``replicas=0`` turns it off.
-    """
-    token = _replication.set((replicas, timeout))
-    try:
-        yield
-    finally:
-        _replication.reset(token)
+from hacache.writes import Upkeep
 
 
 def _ok(reply: Any) -> Any:
@@ -145,8 +60,8 @@ _BAD = object()  # a stored value that would not load
 class Ops:
     __slots__ = (
         "_bus", "_codec", "_covers", "_dropped", "_dumps", "_fallback", "_forms", "_hit_loads",
-        "_loads", "_max_bytes", "_near", "_open", "_publish", "_raise_unreadable", "_router",
-        "_unchecked", "_wait",
+        "_loads", "_max_bytes", "_near", "_open", "_raise_unreadable", "_router", "_unchecked",
+        "_write",
     )  # fmt: skip
 
     def __init__(self, router: Router, serializer: Serializer) -> None:
@@ -168,12 +83,10 @@ class Ops:
         self._max_bytes = values.max_bytes if codec is None else sys.maxsize  # codec checks
         self._unchecked = min(self._max_bytes, FLOOR)  # a value up to this size needs no check
         self._raise_unreadable = values.raise_unreadable
-        self._near = router.near
-        self._bus = router.bus
-        self._publish = router.options.publish_invalidations
-        near_options = router.options.near_cache
-        self._covers = near_options.covers if near_options else None
-        self._wait = (router.options.wait_replicas, router.options.wait_timeout)
+        self._near, self._bus = router.near, router.bus
+        self._covers = router.options.near_cache.covers if router.options.near_cache else None
+        # Adds to a write its WAIT, its invalidation and the near-cache's eviction (``writes``).
+        self._write = Upkeep(router)
         self._dropped = router.dropped
 
     def _dump(self, key: str, value: Any) -> Any:
@@ -238,92 +151,6 @@ class Ops:
             [(self._router.shard_for(key), commands)], finish, idempotent, None, False, False, keys
         )
         return self._write(op, keys)
-
-    def _write(self, op: Op, keys_per_batch: list[list[str] | None]) -> Op:
-        """Add to each batch its ``WAIT`` for replicas and the invalidation of its keys (None:
-        all keys), checked and stripped before ``op.finish`` sees the replies; and the local
-        eviction of those keys once the call is over."""
-        override = _replication.get()
-        replicas, timeout = override or self._wait
-        if override is not None and replicas and timeout >= self._router.options.socket_timeout:
-            raise ValueError(
-                f"wait_for_replicas: timeout {timeout}s is not below SOCKET_TIMEOUT "
-                f"({self._router.options.socket_timeout}s); the WAIT would time out the socket"
-            )
-        near, covers = self._near, self._covers
-        if near is None and not self._publish and not replicas:
-            return op
-        if covers is not None:
-            keys_per_batch = [
-                keys if keys is None else [k for k in keys if covers(k)] for keys in keys_per_batch
-            ]
-        publish = self._bus.publish_command if self._publish else None  # type: ignore[union-attr]
-        extras: list[list[Command]] = []
-        for keys in keys_per_batch:
-            extra: list[Command] = []
-            if replicas:
-                extra.append(("WAIT", replicas, max(1, int(timeout * 1000))))
-            if publish is not None and (keys is None or keys):
-                extra.append(publish(keys))
-            extras.append(extra)
-        if not any(extras):
-            return op
-        batches = [
-            (shard, [*commands, *extra])
-            for (shard, commands), extra in zip(op.batches, extras, strict=True)
-        ]
-        finish = op.finish
-
-        fail_open = self._router.options.fail_open
-        dropped = self._dropped
-        bus = self._bus
-        writes = op.writes or [None] * len(op.batches)
-
-        def checked(results: list[Replies]) -> Any:
-            trimmed = []
-            outcome[0] = True
-            for (shard, commands), replies, extra, written in zip(
-                op.batches, results, extras, writes, strict=True
-            ):
-                if extra:
-                    tail = replies[len(replies) - len(extra) :]
-                    replies = replies[: len(replies) - len(extra)]
-                    for command, reply in zip(extra, tail, strict=True):
-                        if isinstance(reply, Exception):
-                            # A refused invalidation (ACL, OOM) does not undo the write.
-                            if command[0] != "EVAL" or not isinstance(reply, ResponseError):
-                                raise reply
-                            bus.publish_refused(shard, reply)  # type: ignore[union-attr]
-                            if _refused(reply, "eval"):  # nor will incr have it
-                                _scripts[shard] = False
-                        elif command[0] == "WAIT" and reply < replicas:
-                            error = NotReplicated(
-                                f"shard {shard.name!r}: {reply} of {replicas} replica(s) "
-                                f"confirmed the write within {timeout}s"
-                            )
-                            empty = failopen.empty_replies(commands) if fail_open else None
-                            if empty is None:
-                                raise error
-                            failopen.log_failure(shard, error)  # reported as not stored
-                            dropped.record(shard, written)  # the old value lives on replicas
-                            replies = empty
-                trimmed.append(replies)
-            return finish(trimmed)
-
-        outcome = [False]  # the replies came back (True), or the call raised or failed open
-        cleanup = None
-        if near is not None:
-            if None in keys_per_batch:
-                cleanup = near.flush
-            else:
-                evicted = [k for keys in keys_per_batch if keys for k in keys]
-
-                def cleanup() -> None:
-                    near.evict(evicted)
-                    if not outcome[0]:
-                        near.doubt(evicted)
-
-        return Op(batches, checked, op.idempotent, cleanup, writes=op.writes)
 
     def get(self, key: str, default: Any) -> Op:
         if self._dropped.waiting and self._hidden(key):
@@ -410,59 +237,9 @@ class Ops:
         return self._read_one(key, [("EXISTS", key)], lambda r: bool(_first(r)))
 
     def incr(self, key: str, delta: int) -> Op:
-        """INCRBY if the key exists, in one round trip: by script (EVAL) unless the shard's
-        Redis user was found not to be allowed scripts, then by ``_incr_steps``.
-
-        A refused EVAL ran nothing: the call says so and raises, and the next one uses the
-        transaction (a pipeline cannot depend on its own replies, and sending both at once
-        would count twice for a user allowed scripts but not MULTI)."""
-        shard = self._router.shard_for(key)
-
-        def found(value: Any) -> int:
-            if value is None:
-                raise ValueError(f"Key '{key}' not found.")
-            return value
-
-        if _scripts.get(shard, True):
-
-            def finish(results: list[Replies]) -> int:
-                reply = results[0][0]
-                if _refused(reply, "eval"):
-                    _scripts[shard] = False
-                    logger.warning(
-                        "hacache: cache %r, shard %r: the Redis user may not run scripts (%s): "
-                        "incr uses a MULTI/EXEC transaction from now on (it needs %s)",
-                        shard.cache, shard.name, reply, _INCR_RULES,
-                    )  # fmt: skip
-                    raise ScriptsRefused(
-                        f"incr: {reply}; nothing was counted; from now on this process uses "
-                        "a transaction without scripts on this shard: retry"
-                    )
-                if isinstance(reply, ResponseError) and " script: " in str(reply):
-                    # Redis's reason, without the script's SHA and line it appends.
-                    text = str(reply).split(" script: ", 1)[0]
-                    raise type(reply)(f"{text} (in incr's script)") from reply
-                return found(_ok(reply))
-
-            commands: list[Command] = [("EVAL", INCR_IF_EXISTS, 1, key, delta)]
-        else:
-            if shard in _no_transactions:
-                raise ResponseError(
-                    f"shard {shard.name!r}: incr refused: the Redis user may run neither scripts "
-                    f"nor MULTI/EXEC, without which incr would race other clients; it needs "
-                    f"{_INCR_RULES}"
-                )
-
-            def finish(results: list[Replies]) -> int:
-                replies = results[0]
-                if _refused(replies[0], "multi"):  # no MULTI: the steps ran one by one, this once
-                    _no_transactions.add(shard)
-                return found(_incr_outcome(replies))
-
-            commands = _incr_steps(key, os.urandom(8).hex(), delta)
-        keys = [[key]]
-        op = Op([(shard, commands)], finish, False, None, False, False, keys)
-        return self._write(op, keys)
+        """INCRBY if the key exists, in one round trip (see ``counters``)."""
+        op = counters.incr(self._router, key, delta)
+        return self._write(op, op.writes)  # type: ignore[arg-type]
 
     def get_many(self, keys: Iterable[str]) -> Op:
         hit_loads = self._hit_loads

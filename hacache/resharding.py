@@ -32,8 +32,9 @@ from typing import Any
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
 from redis.exceptions import RedisError, ResponseError
 
+from hacache.counters import ScriptsRefused
 from hacache.extended import beyond_64_bits
-from hacache.ops import ScriptsRefused, _ok
+from hacache.ops import _ok
 from hacache.router import Op
 from hacache.shard import Shard
 

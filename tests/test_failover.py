@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import redis
 
-from hacache.ops import NotReplicated, wait_for_replicas
 from hacache.topology import Topology
+from hacache.writes import NotReplicated, wait_for_replicas
 from tests.conftest import key_on, make_cache, running
 from tests.conftest import until as _until
 

@@ -171,7 +171,7 @@ def test_wait_timeout_is_only_checked_when_writes_wait():
 
 
 def test_a_per_call_wait_must_end_before_the_socket_times_out():
-    from hacache.ops import wait_for_replicas
+    from hacache.writes import wait_for_replicas
 
     cache = build("redis://127.0.0.1:1")  # never reached: refused before anything is sent
     with wait_for_replicas(1, 0.5), pytest.raises(ValueError, match="SOCKET_TIMEOUT"):

@@ -1,0 +1,156 @@
+"""What every write carries besides its own commands, added in the same pipeline: its
+``WAIT`` for replicas and the invalidation of the keys it writes; and, once the call is over,
+the local eviction of those keys from the near-cache.
+
+Invariants:
+
+- **Nothing is added when nothing is asked**: no near-cache, no publishing and no ``WAIT``
+  give back the operation as it was (the common write costs one comparison).
+- The added commands' replies are checked and stripped before the operation's own ``finish``
+  sees them: it reads exactly the replies of what it sent.
+- **A refused invalidation never undoes a write**: a ``PUBLISH`` (or its script) refused by an
+  ACL or OOM leaves the write stored and reported as stored; the bus warns once per shard.
+- A ``WAIT`` that too few replicas answer raises ``NotReplicated`` (failing open: reports
+  nothing stored and records the keys as dropped, since replicas still hold the old value).
+- The near-cache evicts the written keys whether the call succeeded or not, and *doubts* them
+  when it did not (nothing kept for them until this process's own invalidation comes back, or
+  the near-cache's TTL passes): a write that may still land never leaves an older value near.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+from redis.exceptions import RedisError, ResponseError
+
+from hacache import counters, failopen
+from hacache.endpoint import Command, Replies
+from hacache.router import Op, Router
+
+
+class NotReplicated(RedisError):
+    """``WAIT`` timed out: the write reached the master but not enough replicas."""
+
+
+# Per-call override of WAIT_REPLICAS / WAIT_TIMEOUT: (replicas, timeout in seconds).
+_replication: ContextVar[tuple[int, float] | None] = ContextVar("hacache_replication", default=None)
+
+
+@contextmanager
+def wait_for_replicas(replicas: int = 1, timeout: float = 0.1) -> Iterator[None]:
+    """Within this block, each write returns only once ``replicas`` replicas have it.
+
+    A write that no enough replicas confirm within ``timeout`` seconds raises ``NotReplicated``
+    (or, failing open, reports that nothing was stored). ``replicas=0`` turns it off.
+    """
+    token = _replication.set((replicas, timeout))
+    try:
+        yield
+    finally:
+        _replication.reset(token)
+
+
+class Upkeep:
+    """Called as ``ops._write(op, keys_per_batch)``: ``op`` with its upkeep added."""
+
+    __slots__ = (
+        "_bus", "_covers", "_dropped", "_fail_open", "_near", "_publish", "_socket_timeout",
+        "_wait",
+    )  # fmt: skip
+
+    def __init__(self, router: Router) -> None:
+        options = router.options
+        self._near, self._bus, self._dropped = router.near, router.bus, router.dropped
+        self._publish = options.publish_invalidations
+        self._covers = options.near_cache.covers if options.near_cache else None
+        self._wait = (options.wait_replicas, options.wait_timeout)
+        self._fail_open, self._socket_timeout = options.fail_open, options.socket_timeout
+
+    def __call__(self, op: Op, keys_per_batch: list[list[str] | None]) -> Op:
+        """Add to each batch its ``WAIT`` for replicas and the invalidation of its keys (None:
+        all keys), checked and stripped before ``op.finish`` sees the replies; and the local
+        eviction of those keys once the call is over."""
+        override = _replication.get()
+        replicas, timeout = override or self._wait
+        if override is not None and replicas and timeout >= self._socket_timeout:
+            raise ValueError(
+                f"wait_for_replicas: timeout {timeout}s is not below SOCKET_TIMEOUT "
+                f"({self._socket_timeout}s); the WAIT would time out the socket"
+            )
+        near, covers = self._near, self._covers
+        if near is None and not self._publish and not replicas:
+            return op
+        if covers is not None:
+            keys_per_batch = [
+                keys if keys is None else [k for k in keys if covers(k)] for keys in keys_per_batch
+            ]
+        publish = self._bus.publish_command if self._publish else None  # type: ignore[union-attr]
+        extras: list[list[Command]] = []
+        for keys in keys_per_batch:
+            extra: list[Command] = []
+            if replicas:
+                extra.append(("WAIT", replicas, max(1, int(timeout * 1000))))
+            if publish is not None and (keys is None or keys):
+                extra.append(publish(keys))
+            extras.append(extra)
+        if not any(extras):
+            return op
+        batches = [
+            (shard, [*commands, *extra])
+            for (shard, commands), extra in zip(op.batches, extras, strict=True)
+        ]
+        finish = op.finish
+
+        fail_open = self._fail_open
+        dropped = self._dropped
+        bus = self._bus
+        writes = op.writes or [None] * len(op.batches)
+
+        def checked(results: list[Replies]) -> Any:
+            trimmed = []
+            outcome[0] = True
+            for (shard, commands), replies, extra, written in zip(
+                op.batches, results, extras, writes, strict=True
+            ):
+                if extra:
+                    tail = replies[len(replies) - len(extra) :]
+                    replies = replies[: len(replies) - len(extra)]
+                    for command, reply in zip(extra, tail, strict=True):
+                        if isinstance(reply, Exception):
+                            # A refused invalidation (ACL, OOM) does not undo the write.
+                            if command[0] != "EVAL" or not isinstance(reply, ResponseError):
+                                raise reply
+                            bus.publish_refused(shard, reply)  # type: ignore[union-attr]
+                            if counters.refused(reply, "eval"):  # nor will incr have it
+                                counters.no_scripts(shard)
+                        elif command[0] == "WAIT" and reply < replicas:
+                            error = NotReplicated(
+                                f"shard {shard.name!r}: {reply} of {replicas} replica(s) "
+                                f"confirmed the write within {timeout}s"
+                            )
+                            empty = failopen.empty_replies(commands) if fail_open else None
+                            if empty is None:
+                                raise error
+                            failopen.log_failure(shard, error)  # reported as not stored
+                            dropped.record(shard, written)  # the old value lives on replicas
+                            replies = empty
+                trimmed.append(replies)
+            return finish(trimmed)
+
+        outcome = [False]  # the replies came back (True), or the call raised or failed open
+        cleanup = None
+        if near is not None:
+            if None in keys_per_batch:
+                cleanup = near.flush
+            else:
+                evicted = [k for keys in keys_per_batch if keys for k in keys]
+
+                def cleanup() -> None:
+                    near.evict(evicted)
+                    if not outcome[0]:
+                        near.doubt(evicted)
+
+        return Op(batches, checked, op.idempotent, cleanup, writes=op.writes)
