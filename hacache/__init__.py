@@ -20,7 +20,7 @@ def __getattr__(name: str) -> Any:
 
         return HACache
     if name == "cached":
-        from hacache.stampede import cached
+        from hacache.decorator import cached
 
         return cached
     if name == "get_redis_connection":
