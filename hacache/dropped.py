@@ -49,8 +49,10 @@ class DroppedWrites:
         max_keys: int,
         publish: Callable[[list[str] | None], Command] | None,
         wait: tuple[int, float],
+        grace: bool = False,
     ) -> None:
         self.max_keys = max_keys
+        self._grace = grace  # a repair also deletes the keys' grace copies (``stampede``)
         self._publish = publish
         self._wait = wait
         self._lock = threading.Lock()
@@ -101,7 +103,8 @@ class DroppedWrites:
         if flush:
             commands: list[Command] = [("FLUSHDB",)]
         else:
-            commands = [("DEL", *keys)]
+            stale = [f"{key}:~stale" for key in keys] if self._grace else []
+            commands = [("DEL", *keys, *stale)]
         if self._publish is not None:
             commands.append(self._publish(None if flush else list(keys)))
         replicas, timeout = self._wait

@@ -91,7 +91,8 @@ class Router:
         )
         publish = self.bus.publish_command if self.bus and options.publish_invalidations else None
         wait = (options.wait_replicas, options.wait_timeout)
-        self.dropped = DroppedWrites(options.dropped_writes_max, publish, wait)
+        grace = options.stampede is not None and options.stampede.grace > 0
+        self.dropped = DroppedWrites(options.dropped_writes_max, publish, wait, grace)
         self.aliases: list[str] = []
         self.closed = False
         # Migration mode (PREVIOUS_LOCATION): the ring before the change, and its shards (the

@@ -113,6 +113,13 @@ def resolve(
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"get_or_set({name}=...): expected a number >= 0, got {value!r}")
             changes[name] = float(value)
+    if changes.get("grace") and not settings.grace:
+        # Only then do the cache's writes delete grace copies (``writes.Upkeep``).
+        raise ValueError(
+            "get_or_set(grace=...) needs OPTIONS['STAMPEDE']['GRACE'] > 0, so that every write "
+            "deletes the grace copy of the value it replaces (else an older value could be "
+            "served); set GRACE there, and grace= changes it per call"
+        )
     return replace(settings, **changes) if changes else settings
 
 
@@ -313,7 +320,8 @@ class Flight:
             return value if stored is None else load(key, stored, value)
 
         shard = cache._router.shard_for(key)
-        return cache._ops._write(Op([(shard, commands)], finish, writes=[[key]]), [[key]])
+        op = Op([(shard, commands)], finish, writes=[[key]])
+        return cache._ops._write(op, [[key]], keep_grace=True)
 
     def _release_command(self) -> tuple[Any, ...]:
         names = self._names

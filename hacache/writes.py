@@ -57,8 +57,8 @@ class Upkeep:
     """Called as ``ops._write(op, keys_per_batch)``: ``op`` with its upkeep added."""
 
     __slots__ = (
-        "_bus", "_covers", "_dropped", "_fail_open", "_near", "_publish", "_socket_timeout",
-        "_wait",
+        "_bus", "_covers", "_dropped", "_fail_open", "_grace", "_near", "_publish",
+        "_socket_timeout", "_wait",
     )  # fmt: skip
 
     def __init__(self, router: Router) -> None:
@@ -68,11 +68,17 @@ class Upkeep:
         self._covers = options.near_cache.covers if options.near_cache else None
         self._wait = (options.wait_replicas, options.wait_timeout)
         self._fail_open, self._socket_timeout = options.fail_open, options.socket_timeout
+        # With GRACE, a write also deletes the key's grace copy (``stampede``): a value it
+        # replaced or deleted is never served as the "previous value" afterwards.
+        self._grace = options.stampede is not None and options.stampede.grace > 0
 
-    def __call__(self, op: Op, keys_per_batch: list[list[str] | None]) -> Op:
-        """Add to each batch its ``WAIT`` for replicas and the invalidation of its keys (None:
-        all keys), checked and stripped before ``op.finish`` sees the replies; and the local
-        eviction of those keys once the call is over."""
+    def __call__(
+        self, op: Op, keys_per_batch: list[list[str] | None], keep_grace: bool = False
+    ) -> Op:
+        """Add to each batch the deletion of its keys' grace copies (with GRACE, unless
+        ``keep_grace``: stampede's own store), its ``WAIT`` for replicas and the invalidation of
+        its keys (None: all keys), checked and stripped before ``op.finish`` sees the replies;
+        and the local eviction of those keys once the call is over."""
         override = _replication.get()
         replicas, timeout = override or self._wait
         if override is not None and replicas and timeout >= self._socket_timeout:
@@ -81,16 +87,20 @@ class Upkeep:
                 f"({self._socket_timeout}s); the WAIT would time out the socket"
             )
         near, covers = self._near, self._covers
-        if near is None and not self._publish and not replicas:
+        grace = self._grace and not keep_grace
+        if near is None and not self._publish and not replicas and not grace:
             return op
+        graced = keys_per_batch if grace else [None] * len(keys_per_batch)
         if covers is not None:
             keys_per_batch = [
                 keys if keys is None else [k for k in keys if covers(k)] for keys in keys_per_batch
             ]
         publish = self._bus.publish_command if self._publish else None  # type: ignore[union-attr]
         extras: list[list[Command]] = []
-        for keys in keys_per_batch:
+        for keys, stale in zip(keys_per_batch, graced, strict=True):
             extra: list[Command] = []
+            if stale:
+                extra.append(("DEL", *[f"{key}:~stale" for key in stale]))
             if replicas:
                 extra.append(("WAIT", replicas, max(1, int(timeout * 1000))))
             if publish is not None and (keys is None or keys):
@@ -119,6 +129,8 @@ class Upkeep:
                     tail = replies[len(replies) - len(extra) :]
                     replies = replies[: len(replies) - len(extra)]
                     for command, reply in zip(extra, tail, strict=True):
+                        if isinstance(reply, Exception) and command[0] == "DEL":
+                            continue  # the grace copy's deletion: no reason to fail the write
                         if isinstance(reply, Exception):
                             # A refused invalidation (ACL, OOM) does not undo the write.
                             if command[0] != "EVAL" or not isinstance(reply, ResponseError):

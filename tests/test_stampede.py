@@ -268,11 +268,58 @@ def test_grace_serves_the_previous_value_while_one_recomputes(topology, scenario
     assert cache.get_or_set("k", lambda: pytest.fail("must not compute"), 1) == "value 1"
 
 
-def test_grace_per_call_and_without_it_waiting(topology):
-    cache = _cache(topology)  # no GRACE configured: the copy is kept only when asked
-    cache.get_or_set("k", "old", 1, grace=30)
-    cache.delete("k")
-    assert cache.get_or_set("k", "new", 1, grace=30) == "new"  # lease free: computes
+def test_grace_per_call_needs_grace_configured(topology):
+    cache = _cache(topology)  # no GRACE: its writes would not delete grace copies
+    with pytest.raises(ValueError, match=r"OPTIONS\['STAMPEDE'\]\['GRACE'\] > 0"):
+        cache.get_or_set("k", "old", 1, grace=30)
+    assert cache.get_or_set("k", "old", 1, grace=0) == "old"
+    graced = _cache(topology, STAMPEDE={"GRACE": 1})
+    graced.get_or_set("k", "old", 1, grace=30)
+    assert 30_000 < _raw(graced, "k").pttl(graced.make_key("k") + ":~stale") <= 31_000
+
+
+def _held_elsewhere(cache: Any, key: str) -> None:
+    """Another caller holds ``key``'s lease and recomputes: a grace copy would be served."""
+    made = cache.make_key(key)
+    _raw(cache, key).delete(made)
+    _raw(cache, key).set(made + ":~lease", "someone else", px=5000)
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda c: c.set("k", "newer", 100),
+        lambda c: c.set_many({"k": "newer", "other": 1}, 100),
+        lambda c: c.delete("k"),
+        lambda c: c.delete_many(["k", "other"]),
+        lambda c: c.add("k", "newer") or c.delete("k"),
+    ],
+    ids=["set", "set_many", "delete", "delete_many", "add"],
+)
+def test_a_write_deletes_the_grace_copy_so_no_older_value_is_served(topology, write):
+    cache = _cache(topology, STAMPEDE={"GRACE": 30, "WAIT": 0.2})
+    assert cache.get_or_set("k", "older", 100) == "older"
+    stale = cache.make_key("k") + ":~stale"
+    assert _raw(cache, "k").exists(stale)
+    write(cache)
+    assert not _raw(cache, "k").exists(stale)
+    _held_elsewhere(cache, "k")  # the key gone, its lease held: grace would answer now
+    assert cache.get_or_set("k", "computed", 100) == "computed"  # not "older"
+
+
+def test_incr_and_a_repaired_dropped_write_delete_the_grace_copy_too(topology):
+    cache = _cache(topology, STAMPEDE={"GRACE": 30})
+    cache.get_or_set("n", 1, 100)
+    stale = cache.make_key("n") + ":~stale"
+    assert _raw(cache, "n").exists(stale)
+    assert cache.incr("n") == 2 and not _raw(cache, "n").exists(stale)
+    shard = cache._router.shard_for(cache.make_key("n"))
+    cache._router.dropped.record(shard, [cache.make_key("n")])  # as failing open records
+    _raw(cache, "n").set(stale, b"0")
+    router = cache._router
+    other = next(f"o{i}" for i in range(100) if router.shard_for(cache.make_key(f"o{i}")) is shard)
+    cache.set(other, 5)  # a write to the same shard carries the repair
+    assert not router.dropped.waiting and not _raw(cache, "n").exists(stale)
 
 
 def test_xfetch_refreshes_early_with_probability(topology, monkeypatch):
