@@ -127,12 +127,14 @@ class HACache(DjangoRedisAPI, StructuresAPI, BaseCache):
             return found
         try:
             value = default() if callable(default) else default
-        except BaseException:
+        except BaseException as exc:
             release = flight.release()
             if release is not None:
                 with contextlib.suppress(RedisError):
                     self._run(release)
-            raise
+            if (kept := flight.kept_after(exc)) is stampede.COMPUTE:
+                raise
+            return kept
         return self._run(flight.store(value))
 
     def get_many(self, keys, version=None) -> dict[Any, Any]:
@@ -244,12 +246,14 @@ class HACache(DjangoRedisAPI, StructuresAPI, BaseCache):
             value = default() if callable(default) else default
             if inspect.isawaitable(value):
                 value = await value
-        except BaseException:
+        except BaseException as exc:
             release = None if flight is None else flight.release()
             if release is not None:
                 with contextlib.suppress(RedisError):
                     await self._arun(release)
-            raise
+            if flight is None or (kept := flight.kept_after(exc)) is stampede.COMPUTE:
+                raise
+            return kept
         if flight is None:  # Django's steps
             await self.aadd(key, value, timeout=timeout, version=version)
             return await self.aget(key, value, version=version)

@@ -32,6 +32,7 @@ Invariants:
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import random as _random_module
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = ["COMPUTE", "StampedeOptions", "flight", "parse_option"]
 
 random = _random_module.random  # the XFetch draw; tests replace it
+logger = logging.getLogger("hacache.stampede")
 
 # -- options ------------------------------------------------------------------------------
 
@@ -179,13 +181,14 @@ class Flight:
     then ``store(value)`` or, if computing raised, ``release()`` (both single operations)."""
 
     __slots__ = ("_cache", "_held", "_key", "_names", "_overwrite", "_settings", "_started",
-                 "_timeout")  # fmt: skip
+                 "_timeout", "_valid")  # fmt: skip
 
     def __init__(self, cache: Any, key: str, timeout: int | None, settings: StampedeOptions):
         self._cache, self._key, self._timeout, self._settings = cache, key, timeout, settings
         self._names = {part: f"{key}:~{part}" for part in ("lease", "done", "stale", "delta")}
         self._held: str | None = None  # our lease's token, while we hold one
         self._overwrite = False  # an early refresh replaces a live value
+        self._valid: Any = _MISSING  # the live value an early refresh is replacing
         self._started = 0.0
 
     # -- step 1: read, and on a miss take the lease or wait -----------------------------------
@@ -206,7 +209,7 @@ class Flight:
                 except RedisError:
                     return found
                 if reply and reply[0] == _OURS:
-                    self._overwrite = True
+                    self._overwrite, self._valid = True, found
                     return self._compute()
                 return found
         if found is not _MISSING:
@@ -331,6 +334,19 @@ class Flight:
     def release(self) -> Op | None:
         """After a computation that raised: give the lease back (if ours) so others can try."""
         return None if self._held is None else self._script(self._release_command())
+
+    def kept_after(self, error: BaseException) -> Any:
+        """After a computation that raised: the still-valid value an early (XFetch) refresh was
+        to replace, with a warning (the refresh was optional); else ``COMPUTE``: re-raise."""
+        if self._valid is _MISSING or not isinstance(error, Exception):
+            return COMPUTE
+        shard = self._cache._router.shard_for(self._key)
+        logger.warning(
+            "hacache: cache %r: the early refresh of key %r raised %s: %s; the value it was to "
+            "replace is still valid and is returned",
+            shard.cache, self._key, type(error).__name__, error,
+        )  # fmt: skip
+        return self._valid
 
 
 def flight(

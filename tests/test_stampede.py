@@ -345,6 +345,20 @@ def test_xfetch_with_a_huge_beta_and_one_refresher_at_a_time(topology):
     assert sorted(results) == ["new 1"] + ["old 1"] * 7
 
 
+def test_a_failed_early_refresh_returns_the_still_valid_value(topology, caplog):
+    cache = _cache(topology)
+    cache.get_or_set("k", Counter(0.01, label="old"), 30, xfetch_beta=1e9)
+    failing = Counter(0.01, fail=True)
+    with caplog.at_level("WARNING", logger="hacache.stampede"):
+        assert cache.get_or_set("k", failing, 30, xfetch_beta=1e9) == "old 1"
+    assert failing.calls == 1 and "early refresh of key" in caplog.text
+    assert "RuntimeError: compute failed" in caplog.text
+    assert not _raw(cache, "k").exists(cache.make_key("k") + ":~lease")  # released
+    assert asyncio.run(cache.aget_or_set("k", failing, 30, xfetch_beta=1e9)) == "old 1"
+    with pytest.raises(RuntimeError):  # a miss has no value to fall back to
+        cache.get_or_set("missing", failing, 30, xfetch_beta=1e9)
+
+
 def test_xfetch_off_by_default_never_refreshes_early(topology, monkeypatch):
     cache = _cache(topology)
     monkeypatch.setattr(stampede, "random", lambda: 1e-300)
