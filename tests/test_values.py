@@ -228,11 +228,10 @@ def test_the_near_cache_keeps_verified_payload_not_the_frame(topology):
 # -- serializers ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "serializer", ["hacache.serializers.JSONSerializer", "hacache.serializers.MsgpackSerializer"]
-)
+@pytest.mark.parametrize("serializer", ["JSONSerializer", "OrjsonSerializer", "MsgpackSerializer"])
 @pytest.mark.parametrize("sign", [False, True])
 def test_json_and_msgpack_round_trip_their_types(topology, serializer, sign):
+    serializer = f"hacache.serializers.{serializer}"
     cache = build(topology, "near", SERIALIZER=serializer, SIGN_VALUES=sign)
     values = {"d": {"a": [1, 2.5, None, True, "é"]}, "s": "str", "f": 1.5, "b": False, "n": None}
     cache.set_many(values)
