@@ -18,10 +18,11 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 
 from hacache import codec, parsing
-from hacache.locations import NO_SETINFO, ShardSpec, parse_shard, split_location
+from hacache.locations import NO_SETINFO, ShardSpec, split_location
 from hacache.locations import fail as _fail
 from hacache.ring import DEFAULT_VNODES, KETAMA_KEY_HASHES, MAX_RING_POINTS, MAX_VNODES
 from hacache.serializers import Serializer
+from hacache.shard_urls import parse_shard
 
 # Connection arguments we decide, so a user's CONNECTION_OPTIONS may not override them.
 _RESERVED_CONNECTION_KWARGS = frozenset(
