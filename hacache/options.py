@@ -1,4 +1,4 @@
-"""``OPTIONS`` (with ``LOCATION``, see ``locations``) parsed and validated into frozen objects.
+"""``OPTIONS`` (with ``LOCATION``, see ``shard_urls``) parsed and validated into frozen objects.
 
 ``SCHEMA`` is the one list of what ``OPTIONS`` may hold; each value is parsed on its own by its
 parser (see ``parsing``), and the rules between values are checked here. Anything wrong raises
