@@ -51,8 +51,9 @@ _EXPECTED = {
     "ssl_check_hostname": "true or false",
     "ssl_min_version": "an integer (an ssl.TLSVersion value)",
 }
-_BOOLEANS = frozenset({"0", "1", "f", "t", "n", "y", "no", "yes", "false", "true", "off", "on"})
+# The words a URL boolean may be (redis-py reads any other one, "maybe" too, as true).
 _TRUE = frozenset({"1", "t", "y", "yes", "true", "on"})
+_BOOLEANS = _TRUE | {"0", "f", "n", "no", "false", "off"}
 _VALID: dict[str, Any] = {
     "db": lambda v: v >= 0,
     "socket_timeout": lambda v: math.isfinite(v) and v > 0,
@@ -184,7 +185,7 @@ def shard_params(query: dict[str, str]) -> dict[str, str]:
 
 
 def url_boolean(name: str, text: str, shown: str) -> bool:
-    """A URL parameter's true or false; any other word is refused (redis-py reads it as true)."""
+    """A URL parameter's true or false; any other word is refused."""
     if text.lower() not in _BOOLEANS:
         raise fail("LOCATION", f"{shown!r}: URL parameter {name}: expected true or false, "
                    f"got {text!r}")  # fmt: skip
