@@ -21,11 +21,13 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from hacache.locations import NO_SETINFO, ShardSpec, check_id, parse_shard, split_location
+from hacache.locations import NO_SETINFO, ShardSpec, check_id, split_location
 from hacache.options import Options, parse_options
 from hacache.ring import MAX_RING_POINTS, MAX_VNODES, MAX_WEIGHT
+from hacache.shard_urls import parse_shard
 
-# OPTIONS that are seconds (NaN and infinity pass options.py's "positive number" test).
+# OPTIONS that are seconds, each checked here so every bad one is named (options.py stops at the
+# first).
 TIMEOUT_OPTIONS = (
     "SOCKET_CONNECT_TIMEOUT", "SOCKET_TIMEOUT", "POOL_TIMEOUT", "NEAR_CACHE_TTL",
     "FAILOVER_TIMEOUT", "BREAKER_COOLDOWN", "EJECT_SECONDS", "WAIT_TIMEOUT", "HEDGE_DELAY",

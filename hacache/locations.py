@@ -1,8 +1,10 @@
-"""``LOCATION`` parsed: each Redis, TLS, Unix-socket or Sentinel URL into a frozen ``ShardSpec``.
+"""The ``ShardSpec`` a ``LOCATION`` URL becomes, and the checks every URL passes (any scheme).
 
-Only redis-py's own URL parameters and hacache's ``name``/``weight`` are accepted; anything else
-raises ``ImproperlyConfigured`` naming the URL, with its password masked. Connection arguments
-are checked by building (not connecting) a connection, so a bad one fails at start-up.
+``split_location`` cuts ``LOCATION`` into URLs; ``shard_urls`` parses each scheme's URL with
+these checks. Only redis-py's own URL parameters and hacache's ``name``/``weight`` are accepted;
+anything else raises ``ImproperlyConfigured`` naming the URL, with its password masked.
+Connection arguments are checked by building (not connecting) a connection, so a bad one fails
+at start-up. ``fail`` makes the error for any bad setting (``OPTIONS`` too).
 """
 
 from __future__ import annotations
@@ -12,9 +14,8 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote
 
 import redis.asyncio.connection as async_connection
 import redis.connection as sync_connection
@@ -50,7 +51,9 @@ _EXPECTED = {
     "ssl_check_hostname": "true or false",
     "ssl_min_version": "an integer (an ssl.TLSVersion value)",
 }
-_BOOLEANS = frozenset({"0", "1", "f", "t", "n", "y", "no", "yes", "false", "true", "off", "on"})
+# The words a URL boolean may be (redis-py reads any other one, "maybe" too, as true).
+_TRUE = frozenset({"1", "t", "y", "yes", "true", "on"})
+_BOOLEANS = _TRUE | {"0", "f", "n", "no", "false", "off"}
 _VALID: dict[str, Any] = {
     "db": lambda v: v >= 0,
     "socket_timeout": lambda v: math.isfinite(v) and v > 0,
@@ -84,6 +87,11 @@ _ASYNC_CLASS = {
     sync_connection.SSLConnection: async_connection.SSLConnection,
     sync_connection.UnixDomainSocketConnection: async_connection.UnixDomainSocketConnection,
 }
+
+
+def async_class(connection_class: type) -> type:
+    """The asyncio twin of a redis-py connection class (one it does not know serves both)."""
+    return _ASYNC_CLASS.get(connection_class, connection_class)
 
 
 @dataclass(frozen=True)
@@ -147,7 +155,7 @@ def _redacted_query(query: str) -> str:
     return "".join(items)
 
 
-def _redacted(url: str) -> str:
+def redacted(url: str) -> str:
     """``url`` as errors and logs may show it: the userinfo's password and the value of every
     password-, secret- or token-like query parameter are ``***``. Works on malformed URLs
     too (no parsing that could fail), which are the ones errors show."""
@@ -171,10 +179,35 @@ def _scrubbed(text: str, kwargs: Mapping[str, Any]) -> str:
     return text
 
 
-def _query_params(query: Mapping[str, str], shown: str) -> dict[str, Any]:
+def shard_params(query: dict[str, str]) -> dict[str, str]:
+    """Pop hacache's own parameters (``name``, ``weight``) from a URL's query."""
+    return {k: query.pop(k) for k in list(query) if k in _SHARD_URL_PARAMS}
+
+
+def url_boolean(name: str, text: str, shown: str) -> bool:
+    """A URL parameter's true or false; any other word is refused."""
+    if text.lower() not in _BOOLEANS:
+        raise fail("LOCATION", f"{shown!r}: URL parameter {name}: expected true or false, "
+                   f"got {text!r}")  # fmt: skip
+    return text.lower() in _TRUE
+
+
+def query_params(
+    query: Mapping[str, str], shown: str, tls: str, also: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """URL query values parsed the way redis-py parses them, each checked against what it
     accepts (redis-py would take ``db=-1``, ``socket_timeout=nan`` or ``protocol=9`` and fail
-    at the first connection, or read ``socket_keepalive=maybe`` as true)."""
+    at the first connection, or read ``socket_keepalive=maybe`` as true). A name it does not
+    know is refused; the error lists those it does, the scheme's own (``also``) among them, and
+    the ``ssl_*`` ones with where they apply (``tls``)."""
+    unknown = [k for k in query if k not in _REDIS_URL_PARAMS and k not in _SSL_URL_PARAMS]
+    if unknown:
+        allowed = ", ".join([*sorted(_REDIS_URL_PARAMS | _SHARD_URL_PARAMS), *also])
+        raise fail(
+            "LOCATION",
+            f"{shown!r}: unknown URL parameter(s) {', '.join(unknown)}; allowed: {allowed}; "
+            f"with {tls}: {', '.join(sorted(_SSL_URL_PARAMS))}",
+        )
     params: dict[str, Any] = {}
     for name, text in query.items():
         parse = sync_connection.URL_QUERY_ARGUMENT_PARSERS.get(name)
@@ -182,9 +215,8 @@ def _query_params(query: Mapping[str, str], shown: str) -> dict[str, Any]:
             params[name] = text
             continue
         expected = _EXPECTED.get(name, "a valid value")
-        if expected == "true or false" and text.lower() not in _BOOLEANS:
-            raise fail("LOCATION", f"{shown!r}: URL parameter {name}: expected {expected}, "
-                       f"got {text!r}")  # fmt: skip
+        if expected == "true or false":
+            url_boolean(name, text, shown)
         try:
             value = parse(text)
         except (TypeError, ValueError):
@@ -215,13 +247,13 @@ def _check_timeouts(kwargs: Mapping[str, Any], shown: str) -> None:
             )
 
 
-def _check_connection_kwargs(
+def check_connection_kwargs(
     connection_class: type, kwargs: Mapping[str, Any], shown: str, setting: str
 ) -> None:
     # Building one of each (neither connects) is the surest check of the arguments.
     try:
         connection_class(**kwargs)
-        _ASYNC_CLASS.get(connection_class, connection_class)(**kwargs)
+        async_class(connection_class)(**kwargs)
     except (TypeError, ValueError, RedisError) as exc:
         problem = _scrubbed(str(exc), kwargs)
         if setting == "LOCATION":
@@ -229,20 +261,20 @@ def _check_connection_kwargs(
         raise fail(setting, f"rejected for {shown!r}: {problem}") from None
 
 
-def _check_arguments(
+def check_arguments(
     connection_class: type, own: Mapping[str, Any], merged: Mapping[str, Any], shown: str
 ) -> None:
     """The URL's own arguments first, so a bad one is blamed on LOCATION, not on
     CONNECTION_OPTIONS; then everything together."""
-    _check_connection_kwargs(connection_class, {**_PLAIN, **own}, shown, "LOCATION")
+    check_connection_kwargs(connection_class, {**_PLAIN, **own}, shown, "LOCATION")
     _check_timeouts(merged, shown)
-    _check_connection_kwargs(connection_class, merged, shown, "OPTIONS['CONNECTION_OPTIONS']")
+    check_connection_kwargs(connection_class, merged, shown, "OPTIONS['CONNECTION_OPTIONS']")
 
 
 _PLAIN = {"protocol": 2, **NO_SETINFO}
 
 
-def _weight(ours: Mapping[str, str], shown: str) -> int:
+def shard_weight(ours: Mapping[str, str], shown: str) -> int:
     weight = ours.get("weight", "1")
     if not re.fullmatch(r"[0-9]{1,9}", weight) or not 1 <= int(weight) <= MAX_WEIGHT:
         raise fail(
@@ -254,189 +286,7 @@ def _weight(ours: Mapping[str, str], shown: str) -> int:
     return int(weight)
 
 
-def _db(text: str, shown: str) -> int:
+def db_number(text: str, shown: str) -> int:
     if not re.fullmatch(r"[0-9]{1,9}", text):
         raise fail("LOCATION", f"{shown!r}: db must be an integer >= 0, got {text!r}")
     return int(text)
-
-
-def _sentinel_address(item: str, shown: str) -> tuple[str, int]:
-    """``host[:port]`` or ``[IPv6][:port]``; the port defaults to 26379."""
-    item = item.strip()
-    if item.startswith("["):
-        host, bracket, port = item[1:].partition("]")
-        if not bracket or (port and not port.startswith(":")):
-            raise fail(
-                "LOCATION",
-                f"{shown!r}: malformed IPv6 sentinel address {item!r}; expected [addr]:port",
-            )
-        port = port[1:]
-    else:
-        host, _, port = item.partition(":")
-    if not host or (port and not re.fullmatch(r"[0-9]{1,5}", port)) or int(port or 0) > 65535:
-        raise fail("LOCATION", f"{shown!r}: bad sentinel address {item!r}; expected host:port")
-    return host, int(port or 26379)
-
-
-def parse_sentinel_shard(url: str, common: Mapping[str, Any]) -> ShardSpec:
-    """``sentinel://[user:password@]host:port[,host:port...]/service[/db]?name=..&weight=..``.
-
-    The credentials are the Redis servers'; Sentinel's own go in ``sentinel_username`` and
-    ``sentinel_password`` query parameters. A sentinel's IPv6 address is written ``[addr]:port``.
-    TLS: ``ssl=true`` for the servers, ``sentinel_ssl`` for the Sentinels (default: as ``ssl``);
-    the ``ssl_*`` parameters apply to both.
-    """
-    shown = _redacted(url)
-    rest = url[len("sentinel://") :]
-    rest, _, query_text = rest.partition("?")
-    netloc, _, path = rest.partition("/")
-    userinfo, _, hosts = netloc.rpartition("@")
-    sentinels = [_sentinel_address(item, shown) for item in hosts.split(",")]
-    service, _, db = path.partition("/")
-    if not service:
-        raise fail(
-            "LOCATION",
-            f"{shown!r}: no Sentinel service name; expected "
-            "sentinel://host:26379,host:26380/service",
-        )
-    query = dict(parse_qsl(query_text, keep_blank_values=True))
-    ours = {k: query.pop(k) for k in list(query) if k in _SHARD_URL_PARAMS}
-    sentinel_auth = {
-        k[len("sentinel_") :]: query.pop(k)
-        for k in list(query)
-        if k in ("sentinel_username", "sentinel_password")
-    }
-    tls, sentinel_tls = _sentinel_tls(query, shown)
-    unknown = [k for k in query if k not in _REDIS_URL_PARAMS and k not in _SSL_URL_PARAMS]
-    if unknown:
-        allowed = ", ".join(sorted(_REDIS_URL_PARAMS | _SHARD_URL_PARAMS))
-        raise fail(
-            "LOCATION",
-            f"{shown!r}: unknown URL parameter(s) {', '.join(unknown)}; allowed: {allowed}, "
-            "sentinel_username, sentinel_password, ssl, sentinel_ssl; with TLS: "
-            + ", ".join(sorted(_SSL_URL_PARAMS)),
-        )
-    own = _query_params(query, shown)
-    ssl_args = {k: own.pop(k) for k in list(own) if k.startswith("ssl_")}
-    if ssl_args and not (tls or sentinel_tls):
-        raise fail(
-            "LOCATION",
-            f"{shown!r}: {', '.join(sorted(ssl_args))} need(s) ssl=true (TLS to the servers and "
-            "the Sentinels) or sentinel_ssl=true in a sentinel:// URL",
-        )
-    if tls:
-        own.update(ssl_args)
-    if db:
-        own["db"] = _db(db, shown)
-    if userinfo:
-        username, _, password = userinfo.partition(":")
-        own["username"] = unquote(username) or None
-        own["password"] = unquote(password) or None
-    kwargs: dict[str, Any] = {**common, **own}
-    connection_class = sync_connection.SSLConnection if tls else sync_connection.Connection
-    _check_arguments(connection_class, own, kwargs, shown)
-    bounded = [t for t in (kwargs["socket_connect_timeout"], kwargs["socket_timeout"]) if t]
-    timeout = min(bounded) if bounded else None
-    to_sentinels = {
-        "protocol": 2,
-        **NO_SETINFO,
-        "socket_timeout": timeout,
-        "socket_connect_timeout": timeout,
-        **sentinel_auth,
-    }
-    if sentinel_tls:  # "ssl": what redis.Redis takes; hacache.sentinel picks SSLConnection by it
-        _check_connection_kwargs(
-            sync_connection.SSLConnection, {**to_sentinels, **ssl_args}, shown, "LOCATION"
-        )
-        to_sentinels.update(ssl=True, **ssl_args)
-    return ShardSpec(
-        name=ours.get("name") or service,
-        weight=_weight(ours, shown),
-        address=f"sentinel:{service}",
-        connection_class=connection_class,
-        async_connection_class=_ASYNC_CLASS[connection_class],
-        connection_kwargs=MappingProxyType(kwargs),
-        sentinels=tuple(sentinels),
-        service=service,
-        sentinel_kwargs=MappingProxyType(to_sentinels),
-    )
-
-
-def _sentinel_tls(query: dict[str, str], shown: str) -> tuple[bool, bool]:
-    """Pop ``ssl`` and ``sentinel_ssl`` from a sentinel:// URL's query: whether to use TLS to
-    the servers, and to the Sentinels (by default, as to the servers)."""
-    found = {}
-    for key in ("ssl", "sentinel_ssl"):
-        text = query.pop(key, None)
-        if text is None:
-            continue
-        if text.lower() not in _BOOLEANS:
-            raise fail("LOCATION", f"{shown!r}: URL parameter {key}: expected true or false, "
-                       f"got {text!r}")  # fmt: skip
-        found[key] = text.lower() in ("1", "t", "y", "yes", "true", "on")
-    tls = bool(found.get("ssl", False))
-    return tls, bool(found.get("sentinel_ssl", tls))
-
-
-def _split_url(url: str, shown: str) -> Any:
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018  # raises for a port that is not a number in range
-    except ValueError as exc:
-        ipv6 = "IPv6" in str(exc)
-        hint = "; write an IPv6 address in brackets: redis://[::1]:6379/0" if ipv6 else ""
-        raise fail("LOCATION", f"{shown!r}: malformed URL ({exc}){hint}") from None
-    return parts
-
-
-def parse_shard(url: str, common: Mapping[str, Any]) -> ShardSpec:
-    """One ``LOCATION`` entry: a redis://, rediss://, unix:// or sentinel:// URL."""
-    shown = _redacted(url)
-    if url.startswith("sentinel://"):
-        return parse_sentinel_shard(url, common)
-    parts = _split_url(url, shown)
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        raise fail(
-            "LOCATION", f"{shown!r}: expected a redis://, rediss://, unix:// or sentinel:// URL"
-        )
-    query = dict(parse_qsl(parts.query, keep_blank_values=True))
-    ours = {k: query.pop(k) for k in list(query) if k in _SHARD_URL_PARAMS}
-    tls = parts.scheme == "rediss"
-    ssl = sorted(k for k in query if k.startswith("ssl_"))
-    if ssl and not tls:
-        raise fail("LOCATION", f"{shown!r}: {', '.join(ssl)} need(s) a rediss:// (TLS) URL")
-    unknown = [k for k in query if k not in _REDIS_URL_PARAMS and k not in _SSL_URL_PARAMS]
-    if unknown:
-        allowed = ", ".join(sorted(_REDIS_URL_PARAMS | _SHARD_URL_PARAMS))
-        tls_allowed = f"; with rediss://: {', '.join(sorted(_SSL_URL_PARAMS))}"
-        raise fail(
-            "LOCATION",
-            f"{shown!r}: unknown URL parameter(s) {', '.join(unknown)}; allowed: {allowed}"
-            + tls_allowed,
-        )
-    own = _query_params(query, shown)
-    if parts.scheme != "unix" and parts.path.strip("/"):
-        own.setdefault("db", _db(unquote(parts.path).strip("/"), shown))  # ?db= wins
-    try:
-        base = url.split("?", 1)[0]  # urlunsplit would drop the '//' of unix:///path
-        kwargs = {**sync_connection.parse_url(base), **own}
-    except ValueError as exc:
-        raise fail("LOCATION", f"{shown!r}: {exc}") from None
-    connection_class = kwargs.pop("connection_class", sync_connection.Connection)
-    if "path" in kwargs:
-        address = kwargs["path"]
-    else:
-        kwargs.setdefault("port", 6379)
-        if not kwargs.get("host"):
-            raise fail("LOCATION", f"{shown!r}: no host")
-        address = f"{kwargs['host']}:{kwargs['port']}"
-    merged = {**common, **kwargs}
-    _check_arguments(connection_class, kwargs, merged, shown)
-    return ShardSpec(
-        name=ours.get("name") or address,
-        weight=_weight(ours, shown),
-        address=address,
-        connection_class=connection_class,
-        async_connection_class=_ASYNC_CLASS.get(connection_class, connection_class),
-        connection_kwargs=MappingProxyType(merged),
-    )

@@ -1,28 +1,28 @@
-"""``OPTIONS`` (with ``LOCATION``, see ``locations``) parsed and validated into frozen objects.
+"""``OPTIONS`` (with ``LOCATION``, see ``shard_urls``) parsed and validated into frozen objects.
 
-Anything wrong raises ``ImproperlyConfigured`` naming the setting and what was expected, so a
-typo fails at start-up instead of being silently ignored. The user's settings are never mutated.
+``SCHEMA`` is the one list of what ``OPTIONS`` may hold; each value is parsed on its own by its
+parser (see ``parsing``), and the rules between values are checked here. Anything wrong raises
+``ImproperlyConfigured`` naming the setting and what was expected, so a typo fails at start-up
+instead of being silently ignored. The user's settings are never mutated.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
-import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.utils.module_loading import import_string
 
-from hacache import codec
-from hacache.locations import NO_SETINFO, ShardSpec, parse_shard, split_location
+from hacache import codec, parsing
+from hacache.locations import NO_SETINFO, ShardSpec, split_location
 from hacache.locations import fail as _fail
 from hacache.ring import DEFAULT_VNODES, KETAMA_KEY_HASHES, MAX_RING_POINTS, MAX_VNODES
 from hacache.serializers import Serializer
+from hacache.shard_urls import parse_shard
 
 # Connection arguments we decide, so a user's CONNECTION_OPTIONS may not override them.
 _RESERVED_CONNECTION_KWARGS = frozenset(
@@ -77,150 +77,49 @@ class NearCacheOptions:
     tracking: tuple[str, ...] | None = None
 
 
-def _seconds(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-
-
-def _positive_number(name: str, value: Any) -> float:
-    if not _seconds(value) or value <= 0:
-        raise _fail(
-            f"OPTIONS['{name}']",
-            f"expected a finite, positive number of seconds, got {value!r}",
-            "E004" if _seconds(value) or isinstance(value, float) else None,
-        )
-    return float(value)
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _fail(f"OPTIONS['{name}']", f"expected a positive integer, got {value!r}")
-    return value
-
-
-def _optional_positive_int(name: str, value: Any) -> int | None:
-    return None if value is None else _positive_int(name, value)
-
-
-def _boolean(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _fail(f"OPTIONS['{name}']", f"expected True or False, got {value!r}")
-    return value
-
-
-def _dict(name: str, value: Any) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
-        raise _fail(f"OPTIONS['{name}']", f"expected a dict with string keys, got {value!r}")
-    return MappingProxyType(dict(value))
-
-
-def _choice(*choices: str) -> Callable[[str, Any], str]:
-    def parse(name: str, value: Any) -> str:
-        if value not in choices:
-            expected = " or ".join(repr(c) for c in choices)
-            raise _fail(f"OPTIONS['{name}']", f"expected {expected}, got {value!r}")
-        return value
-
-    return parse
-
-
-def _seconds_or_zero(name: str, value: Any) -> float:
-    if not _seconds(value) or value < 0:
-        raise _fail(
-            f"OPTIONS['{name}']",
-            f"expected a finite number of seconds >= 0, got {value!r}",
-            "E004" if _seconds(value) or isinstance(value, float) else None,
-        )
-    return float(value)
-
-
-def _count(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise _fail(f"OPTIONS['{name}']", f"expected an integer >= 0, got {value!r}")
-    return value
-
-
-def _optional_boolean(name: str, value: Any) -> bool | None:
-    return None if value is None else _boolean(name, value)
-
-
-def _globs(name: str, value: Any) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    if isinstance(value, str) or not all(isinstance(v, str) for v in value):
-        raise _fail(f"OPTIONS['{name}']", f"expected a list of glob patterns, got {value!r}")
-    return tuple(value)
-
-
-def _channel(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise _fail(f"OPTIONS['{name}']", f"expected a non-empty string, got {value!r}")
-    return value
-
-
-def _dotted_path(name: str, value: Any) -> Any:
-    if not isinstance(value, str):
-        return value
-    try:
-        return import_string(value)
-    except ImportError as exc:
-        raise _fail(f"OPTIONS['{name}']", f"cannot import {value!r}: {exc}") from exc
-
-
-def _stampede(name: str, value: Any) -> Any:
-    from hacache.stampede import parse_option  # imported late: it builds on the router
-
-    return parse_option(name, value)
-
-
-def _callable(name: str, value: Any) -> Any:
-    if value is not None and not callable(value):
-        raise _fail(f"OPTIONS['{name}']", f"expected a function or its dotted path, got {value!r}")
-    return value
-
-
 # name -> (parser, default). The single list of what OPTIONS may hold.
 SCHEMA: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
-    "SERIALIZER": (_dotted_path, "hacache.serializers.PickleSerializer"),
-    "SERIALIZER_OPTIONS": (_dict, {}),
-    "SIGN_VALUES": (_boolean, False),
+    "SERIALIZER": (parsing.dotted_path, "hacache.serializers.PickleSerializer"),
+    "SERIALIZER_OPTIONS": (parsing.str_dict, {}),
+    "SIGN_VALUES": (parsing.boolean, False),
     "SIGNING_KEY": (codec.parse_secret, None),  # None: derived from SECRET_KEY
     "SIGNING_FALLBACK_KEYS": (codec.parse_secrets, ()),  # or SECRET_KEY_FALLBACKS
-    "UNREADABLE_VALUES": (_choice("miss", "raise"), "miss"),
+    "UNREADABLE_VALUES": (parsing.choice("miss", "raise"), "miss"),
     "COMPRESSOR": (codec.parse_compressor, None),
-    "COMPRESS_MIN_BYTES": (_count, 1024),
-    "MAX_VALUE_BYTES": (_positive_int, codec.DEFAULT_MAX_VALUE_BYTES),
-    "PLACEMENT": (_choice("consistent", "ketama"), "consistent"),
-    "VNODES": (_positive_int, DEFAULT_VNODES),
-    "KETAMA_HASH": (_choice(*KETAMA_KEY_HASHES), "md5"),
-    "HASH_TAGS": (_boolean, False),
-    "SOCKET_CONNECT_TIMEOUT": (_positive_number, 0.5),
-    "SOCKET_TIMEOUT": (_positive_number, 0.5),
-    "MAX_CONNECTIONS": (_optional_positive_int, None),
-    "POOL_TIMEOUT": (_positive_number, 0.5),
-    "CONNECTION_OPTIONS": (_dict, {}),
-    "NEAR_CACHE": (_boolean, False),
-    "NEAR_CACHE_MAX_ENTRIES": (_positive_int, 10_000),
-    "NEAR_CACHE_MAX_BYTES": (_positive_int, 64 * 1024 * 1024),
-    "NEAR_CACHE_TTL": (_positive_number, 60.0),
-    "NEAR_CACHE_KEYS": (_globs, None),
-    "NEAR_CACHE_EXCLUDE": (_globs, None),
-    "NEAR_CACHE_TRACKING": (lambda name, value: _tracking(name, value), False),
-    "PUBLISH_INVALIDATIONS": (_optional_boolean, None),
-    "INVALIDATION_CHANNEL": (_channel, "hacache:invalidate"),
-    "FAIL_OPEN": (_boolean, False),
-    "READ_FROM_REPLICAS": (_boolean, False),
-    "FAILOVER_TIMEOUT": (_seconds_or_zero, 0.0),
-    "BREAKER_THRESHOLD": (_positive_int, 3),
-    "BREAKER_COOLDOWN": (_positive_number, 1.0),
-    "EJECT_DEAD_SHARDS": (_boolean, False),
-    "EJECT_SECONDS": (_positive_number, 30.0),
-    "WAIT_REPLICAS": (_count, 0),
-    "WAIT_TIMEOUT": (_positive_number, 0.1),
-    "HEDGE_DELAY": (_seconds_or_zero, 0.05),
-    "DROPPED_WRITES_MAX": (_positive_int, 100_000),
-    "METRICS": (_boolean, False),
-    "STAMPEDE": (_stampede, True),
-    "REVERSE_KEY_FUNCTION": (_dotted_path, None),
+    "COMPRESS_MIN_BYTES": (parsing.count, 1024),
+    "MAX_VALUE_BYTES": (parsing.positive_int, codec.DEFAULT_MAX_VALUE_BYTES),
+    "PLACEMENT": (parsing.choice("consistent", "ketama"), "consistent"),
+    "VNODES": (parsing.positive_int, DEFAULT_VNODES),
+    "KETAMA_HASH": (parsing.choice(*KETAMA_KEY_HASHES), "md5"),
+    "HASH_TAGS": (parsing.boolean, False),
+    "SOCKET_CONNECT_TIMEOUT": (parsing.positive_seconds, 0.5),
+    "SOCKET_TIMEOUT": (parsing.positive_seconds, 0.5),
+    "MAX_CONNECTIONS": (parsing.optional_positive_int, None),
+    "POOL_TIMEOUT": (parsing.positive_seconds, 0.5),
+    "CONNECTION_OPTIONS": (parsing.str_dict, {}),
+    "NEAR_CACHE": (parsing.boolean, False),
+    "NEAR_CACHE_MAX_ENTRIES": (parsing.positive_int, 10_000),
+    "NEAR_CACHE_MAX_BYTES": (parsing.positive_int, 64 * 1024 * 1024),
+    "NEAR_CACHE_TTL": (parsing.positive_seconds, 60.0),
+    "NEAR_CACHE_KEYS": (parsing.globs, None),
+    "NEAR_CACHE_EXCLUDE": (parsing.globs, None),
+    "NEAR_CACHE_TRACKING": (parsing.tracking, False),
+    "PUBLISH_INVALIDATIONS": (parsing.optional_boolean, None),
+    "INVALIDATION_CHANNEL": (parsing.non_empty_string, "hacache:invalidate"),
+    "FAIL_OPEN": (parsing.boolean, False),
+    "READ_FROM_REPLICAS": (parsing.boolean, False),
+    "FAILOVER_TIMEOUT": (parsing.seconds_or_zero, 0.0),
+    "BREAKER_THRESHOLD": (parsing.positive_int, 3),
+    "BREAKER_COOLDOWN": (parsing.positive_seconds, 1.0),
+    "EJECT_DEAD_SHARDS": (parsing.boolean, False),
+    "EJECT_SECONDS": (parsing.positive_seconds, 30.0),
+    "WAIT_REPLICAS": (parsing.count, 0),
+    "WAIT_TIMEOUT": (parsing.positive_seconds, 0.1),
+    "HEDGE_DELAY": (parsing.seconds_or_zero, 0.05),
+    "DROPPED_WRITES_MAX": (parsing.positive_int, 100_000),
+    "METRICS": (parsing.boolean, False),
+    "STAMPEDE": (parsing.stampede, True),
+    "REVERSE_KEY_FUNCTION": (parsing.dotted_path, None),
     "PREVIOUS_LOCATION": (lambda name, value: value, None),  # parsed with LOCATION, below
 }
 
@@ -279,23 +178,6 @@ def _near_cache(values: dict[str, Any], given: Mapping[str, Any]) -> NearCacheOp
         covers=_key_filter(values["NEAR_CACHE_KEYS"], values["NEAR_CACHE_EXCLUDE"]),
         tracking=values["NEAR_CACHE_TRACKING"],
     )
-
-
-def _tracking(name: str, value: Any) -> tuple[str, ...] | None:
-    """False: off; True: every key; a list of Redis key prefixes (e.g. ["site:"])."""
-    if value is False:
-        return None
-    if value is True:
-        return ()
-    if (
-        not isinstance(value, (list, tuple))
-        or not value
-        or not all(isinstance(v, str) and v for v in value)
-    ):
-        raise _fail(
-            f"OPTIONS['{name}']", f"expected True, False or a list of key prefixes, got {value!r}"
-        )
-    return tuple(value)
 
 
 def _check_wait_timeout(replicas: int, wait: float, shards: tuple[ShardSpec, ...]) -> None:
@@ -436,6 +318,8 @@ def parse_options(location: Any, options: Any) -> Options:
         dropped_writes_max=values["DROPPED_WRITES_MAX"],
         metrics=values["METRICS"],
         stampede=values["STAMPEDE"],
-        reverse_key_function=_callable("REVERSE_KEY_FUNCTION", values["REVERSE_KEY_FUNCTION"]),
+        reverse_key_function=parsing.function(
+            "REVERSE_KEY_FUNCTION", values["REVERSE_KEY_FUNCTION"]
+        ),
         previous_shards=previous,
     )
