@@ -317,7 +317,7 @@ def parse_secrets(name: str, value: Any) -> tuple[Any, ...]:
 def parse_compressor(name: str, value: Any) -> str | None:
     if value is None:
         return None
-    if value not in COMPRESSORS:
+    if not isinstance(value, str) or value not in COMPRESSORS:
         raise _fail(f"OPTIONS['{name}']", f"expected None, 'zlib', 'zstd' or 'lz4', got {value!r}")
     try:
         COMPRESSORS[value][1]()

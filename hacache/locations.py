@@ -215,8 +215,9 @@ def query_params(
             params[name] = text
             continue
         expected = _EXPECTED.get(name, "a valid value")
-        if expected == "true or false":
-            url_boolean(name, text, shown)
+        if expected == "true or false":  # ours: redis-py reads "off" as true
+            params[name] = url_boolean(name, text, shown)
+            continue
         try:
             value = parse(text)
         except (TypeError, ValueError):

@@ -95,7 +95,7 @@ def non_empty_string(name: str, value: Any) -> str:
 def globs(name: str, value: Any) -> tuple[str, ...] | None:
     if value is None:
         return None
-    if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
         raise _fail(f"OPTIONS['{name}']", f"expected a list of glob patterns, got {value!r}")
     return tuple(value)
 

@@ -127,6 +127,11 @@ NAN, INF = float("nan"), float("inf")
         ("redis://a", {"VNODES": 10_000, "PREVIOUS_LOCATION": ["redis://a", *[
             f"redis://b{i}" for i in range(20)]]}, r"^hacache: OPTIONS\['PREVIOUS_LOCATION'\] wei"),
         (["redis://h", 3], None, r"LOCATION: expected a list .* got a list holding int, str"),
+        # Containers of the wrong kind: named, not a raw TypeError.
+        ("redis://h", {"NEAR_CACHE": True, "NEAR_CACHE_KEYS": 1}, r"'NEAR_CACHE_KEYS'.*got 1"),
+        ("redis://h", {"NEAR_CACHE": True, "NEAR_CACHE_EXCLUDE": True}, r"'NEAR_CACHE_EXCLUDE'"),
+        ("redis://h", {"COMPRESSOR": ["zlib"]}, r"OPTIONS\['COMPRESSOR'\]: expected None, 'zlib'"),
+        ("redis://h", {"COMPRESSOR": {}}, r"OPTIONS\['COMPRESSOR'\]: expected None"),
     ],
 )  # fmt: skip
 def test_every_bad_value_fails_at_start_up(location, options, message):
@@ -183,6 +188,18 @@ def test_password_never_appears_in_errors():
         build("redis://user:s3cret@h:6379?bogus=1")
     assert "s3cret" not in str(info.value)
     assert "user:***@h:6379" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("word", "meant"),
+    [("off", False), ("no", False), ("0", False), ("on", True), ("yes", True), ("TRUE", True)],
+)
+def test_url_booleans_mean_what_they_say(word, meant):
+    """redis-py alone reads "off" as true: the URL's word is parsed here."""
+    (spec,) = parse_options(f"redis://h?socket_keepalive={word}", {}).shards
+    assert spec.connection_kwargs["socket_keepalive"] is meant
+    (tls,) = parse_options(f"rediss://h?ssl_check_hostname={word}", {}).shards
+    assert tls.connection_kwargs["ssl_check_hostname"] is meant
 
 
 def test_location_forms():
