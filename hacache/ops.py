@@ -86,7 +86,7 @@ class Ops:
         self._near, self._bus = router.near, router.bus
         self._covers = router.options.near_cache.covers if router.options.near_cache else None
         # Adds to a write its WAIT, its invalidation and the near-cache's eviction (``writes``).
-        self._write = Upkeep(router)
+        self._write = Upkeep(router).add
         self._dropped = router.dropped
 
     def _dump(self, key: str, value: Any) -> Any:
