@@ -72,6 +72,23 @@ class Upkeep:
         # replaced or deleted is never served as the "previous value" afterwards.
         self._grace = options.stampede is not None and options.stampede.grace > 0
 
+    @staticmethod
+    def _graced(op: Op, keys_per_batch: list[list[str] | None]) -> Op:
+        """Only the grace copies' deletion to add (the lean case): its reply is cut, unread (a
+        failed deletion is no reason to fail the write)."""
+        batches, graced = [], []
+        for (shard, commands), keys in zip(op.batches, keys_per_batch, strict=True):
+            if keys:
+                commands = [*commands, ("DEL", *[key + ":~stale" for key in keys])]
+            batches.append((shard, commands))
+            graced.append(bool(keys))
+        finish = op.finish
+
+        def cut(results: list[Replies]) -> Any:
+            return finish([r[:-1] if g else r for r, g in zip(results, graced, strict=True)])
+
+        return Op(batches, cut, op.idempotent, op.cleanup, writes=op.writes)
+
     def add(self, op: Op, keys_per_batch: list[list[str] | None], keep_grace: bool = False) -> Op:
         """Add to each batch the deletion of its keys' grace copies (with GRACE, unless
         ``keep_grace``: stampede's own store), its ``WAIT`` for replicas and the invalidation of
@@ -86,77 +103,74 @@ class Upkeep:
             )
         near, covers = self._near, self._covers
         grace = self._grace and not keep_grace
-        if near is None and not self._publish and not replicas and not grace:
-            return op
-        graced = keys_per_batch if grace else [None] * len(keys_per_batch)
+        if near is None and not self._publish and not replicas:
+            return self._graced(op, keys_per_batch) if grace else op
+        covered = keys_per_batch  # the keys the near-cache holds: evicted and invalidated
         if covers is not None:
-            keys_per_batch = [
-                keys if keys is None else [k for k in keys if covers(k)] for keys in keys_per_batch
-            ]
+            covered = [keys if keys is None else [k for k in keys if covers(k)] for keys in covered]
         publish = self._bus.publish_command if self._publish else None  # type: ignore[union-attr]
-        extras: list[list[Command]] = []
-        for keys, stale in zip(keys_per_batch, graced, strict=True):
-            extra: list[Command] = []
-            if stale:
-                extra.append(("DEL", *[f"{key}:~stale" for key in stale]))
-            if replicas:
-                extra.append(("WAIT", replicas, max(1, int(timeout * 1000))))
-            if publish is not None and (keys is None or keys):
-                extra.append(publish(keys))
-            extras.append(extra)
-        if not any(extras):
-            return op
-        batches = [
-            (shard, [*commands, *extra])
-            for (shard, commands), extra in zip(op.batches, extras, strict=True)
-        ]
-        finish = op.finish
-
-        fail_open = self._fail_open
-        dropped = self._dropped
-        bus = self._bus
+        wait = ("WAIT", replicas, max(1, int(timeout * 1000))) if replicas else None
         writes = op.writes or [None] * len(op.batches)
+        batches = []
+        checks = []  # (index, shard, commands, extra, written): the batches given extras
+        for i, ((shard, commands), keys, near_keys) in enumerate(
+            zip(op.batches, keys_per_batch, covered, strict=True)
+        ):
+            extra: list[Command] = []
+            if grace and keys:
+                extra.append(("DEL", *[key + ":~stale" for key in keys]))
+            if wait is not None:
+                extra.append(wait)
+            if publish is not None and (near_keys is None or near_keys):
+                extra.append(publish(near_keys))
+            if extra:
+                checks.append((i, shard, commands, extra, writes[i]))
+                commands = [*commands, *extra]
+            batches.append((shard, commands))
+        if not checks:
+            return op
+        finish = op.finish
+        fail_open, dropped, bus = self._fail_open, self._dropped, self._bus
 
         def checked(results: list[Replies]) -> Any:
-            trimmed = []
             outcome[0] = True
-            for (shard, commands), replies, extra, written in zip(
-                op.batches, results, extras, writes, strict=True
-            ):
-                if extra:
-                    tail = replies[len(replies) - len(extra) :]
-                    replies = replies[: len(replies) - len(extra)]
-                    for command, reply in zip(extra, tail, strict=True):
-                        if isinstance(reply, Exception) and command[0] == "DEL":
+            results = list(results)
+            for i, shard, commands, extra, written in checks:
+                replies = results[i]
+                cut = len(replies) - len(extra)
+                replies, tail = replies[:cut], replies[cut:]
+                for command, reply in zip(extra, tail, strict=True):
+                    name = command[0]
+                    if isinstance(reply, Exception):
+                        if name == "DEL":
                             continue  # the grace copy's deletion: no reason to fail the write
-                        if isinstance(reply, Exception):
-                            # A refused invalidation (ACL, OOM) does not undo the write.
-                            if command[0] != "EVAL" or not isinstance(reply, ResponseError):
-                                raise reply
-                            bus.publish_refused(shard, reply)  # type: ignore[union-attr]
-                            if counters.refused(reply, "eval"):  # nor will incr have it
-                                counters.no_scripts(shard)
-                        elif command[0] == "WAIT" and reply < replicas:
-                            error = NotReplicated(
-                                f"shard {shard.name!r}: {reply} of {replicas} replica(s) "
-                                f"confirmed the write within {timeout}s"
-                            )
-                            empty = failopen.empty_replies(commands) if fail_open else None
-                            if empty is None:
-                                raise error
-                            failopen.log_failure(shard, error)  # reported as not stored
-                            dropped.record(shard, written)  # the old value lives on replicas
-                            replies = empty
-                trimmed.append(replies)
-            return finish(trimmed)
+                        # A refused invalidation (ACL, OOM) does not undo the write.
+                        if name != "EVAL" or not isinstance(reply, ResponseError):
+                            raise reply
+                        bus.publish_refused(shard, reply)  # type: ignore[union-attr]
+                        if counters.refused(reply, "eval"):  # nor will incr have it
+                            counters.no_scripts(shard)
+                    elif name == "WAIT" and reply < replicas:
+                        error = NotReplicated(
+                            f"shard {shard.name!r}: {reply} of {replicas} replica(s) "
+                            f"confirmed the write within {timeout}s"
+                        )
+                        empty = failopen.empty_replies(commands) if fail_open else None
+                        if empty is None:
+                            raise error
+                        failopen.log_failure(shard, error)  # reported as not stored
+                        dropped.record(shard, written)  # the old value lives on replicas
+                        replies = empty
+                results[i] = replies
+            return finish(results)
 
         outcome = [False]  # the replies came back (True), or the call raised or failed open
         cleanup = None
         if near is not None:
-            if None in keys_per_batch:
+            if None in covered:
                 cleanup = near.flush
             else:
-                evicted = [k for keys in keys_per_batch if keys for k in keys]
+                evicted = [k for keys in covered if keys for k in keys]
 
                 def cleanup() -> None:
                     near.evict(evicted)
