@@ -17,9 +17,10 @@ signed or compressed is *framed*::
   ``SECRET_KEY``); older keys verify too (rotation).
 
 The *context* binds a signed value to where it is stored: a value's context is its Redis key
-(a hash's values: the hash's key), so a value copied to another key does not verify there (a
-cached session copied onto another session's key is refused, not loaded). Set and sorted-set
-members have an empty context: Redis moves them between keys itself (``SMOVE``, ``*STORE``).
+(a hash's value: the hash's key, a NUL byte and its field), so a value copied to another key
+or field does not verify there (a cached session copied onto another session's key is
+refused, not loaded). Set and sorted-set members have an empty context: Redis moves them
+between keys itself (``SMOVE``, ``*STORE``).
 Signing does not stop an older value of the same key from being written back (a replay).
 
 Integers stay raw and unsigned even when signing, so counters keep working with ``INCR``. A

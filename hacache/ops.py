@@ -89,12 +89,15 @@ class Ops:
         self._write = Upkeep(router).add
         self._dropped = router.dropped
 
-    def _dump(self, key: str, value: Any) -> Any:
+    def _dump(self, key: str, value: Any, context: bytes | None = None) -> Any:
         """The value as stored; its serializer's error names the key; a value above
         MAX_VALUE_BYTES raises ValueError before anything is sent."""
         codec = self._codec
         try:
-            data = self._dumps(value) if codec is None else codec.dumps(value, key.encode())
+            if codec is None:
+                data = self._dumps(value)
+            else:  # signed for where it is stored: the key (or a hash's key and field)
+                data = codec.dumps(value, key.encode() if context is None else context)
         except Exception as exc:
             raise unstorable(key, value, exc) from exc
         if type(data) is not int and len(data) > self._unchecked:
@@ -104,11 +107,14 @@ class Ops:
                 check_known(self._router.shard_for(key), key, len(data))  # the server's limit
         return data
 
-    def _load(self, key: str, data: bytes, default: Any) -> Any:
-        """A value stored under ``key`` (verified for it), or ``default`` if unreadable."""
+    def _load(self, key: str, data: bytes, default: Any, context: bytes | None = None) -> Any:
+        """A value stored under ``key`` (verified for it, or for ``context``), or ``default``
+        if unreadable."""
         codec = self._codec
         try:
-            return self._loads(data) if codec is None else codec.loads(data, key.encode())
+            if codec is None:
+                return self._loads(data)
+            return codec.loads(data, key.encode() if context is None else context)
         except Exception as exc:
             return self._unreadable(key, data, exc, default)
 

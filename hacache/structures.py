@@ -36,6 +36,19 @@ def _text(field: Any) -> Any:
     return field.decode() if isinstance(field, bytes) else field
 
 
+def _where(key: str, field: Any) -> bytes:
+    """A hash value's signing context: its key and its field, as redis-py sends the field."""
+    if isinstance(field, str):
+        field = field.encode()
+    elif not isinstance(field, bytes):
+        field = repr(field).encode()  # redis-py's encoding of an int or a float
+    return b"%s\0%s" % (key.encode(), field)
+
+
+def _pairs(flat: list[Any]) -> Any:
+    return zip(flat[::2], flat[1::2], strict=True)
+
+
 _COMBINE = {
     "SDIFF": lambda first, others: first.difference(*others),
     "SINTER": lambda first, others: first.intersection(*others),
@@ -51,10 +64,10 @@ class StructureOps:
     # -- hashes ------------------------------------------------------------------------------
 
     def hset(self, key: str, field: Any, value: Any, mapping: Mapping[Any, Any] | None) -> Op:
-        dump = self._dump  # a hash's values are signed for its key, as a value is
-        pairs: list[Any] = [] if field is None else [field, dump(key, value)]
+        dump = self._dump  # a hash's values are signed for its key and their field
+        pairs: list[Any] = [] if field is None else [field, dump(key, value, _where(key, field))]
         for name, item in (mapping or {}).items():
-            pairs += (name, dump(key, item))
+            pairs += (name, dump(key, item, _where(key, name)))
         if not pairs:
             raise ValueError("hset needs a field and value, or a mapping")
         return self._structure_write(key, [("HSET", key, *pairs)], lambda r: int(_first(r)))
@@ -62,8 +75,9 @@ class StructureOps:
     def hget(self, key: str, field: Any, default: Any) -> Op:
         def finish(results: list[Replies]) -> Any:
             value = _first(results)
-            return default if value is None else self._load(key, value, default)
+            return default if value is None else self._load(key, value, default, where)
 
+        where = _where(key, field)
         return self._read_one(key, [("HGET", key, field)], finish)
 
     def hgetall(self, key: str) -> Op:
@@ -71,8 +85,8 @@ class StructureOps:
 
         def finish(results: list[Replies]) -> dict[str, Any]:
             flat = _first(results)
-            values = (self._load(key, value, _BAD) for value in flat[1::2])
-            return {_text(f): v for f, v in zip(flat[::2], values, strict=True) if v is not _BAD}
+            pairs = ((f, self._load(key, v, _BAD, _where(key, f))) for f, v in _pairs(flat))
+            return {_text(f): v for f, v in pairs if v is not _BAD}
 
         return self._read_one(key, [("HGETALL", key)], finish)
 

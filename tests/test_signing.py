@@ -89,6 +89,17 @@ def test_a_hash_value_copied_to_another_hash_is_skipped_with_a_warning(topology,
     assert cache.hget("h1", "role") == "admin" and cache.hgetall("h1") == {"role": "admin"}
 
 
+def test_a_hash_value_moved_to_another_field_does_not_verify(topology):
+    """In one hash: a flag that may be true (``newsletter``) copied onto one that must not be."""
+    cache = build(topology, **SIGNED)
+    cache.hset("user", mapping={"newsletter": True, "is_admin": False, 7: "int field"})
+    client, made, _ = server(cache, "user")
+    client.hset(made, "is_admin", client.hget(made, "newsletter"))
+    assert cache.hget("user", "is_admin", "refused") == "refused"
+    assert cache.hgetall("user") == {"newsletter": True, "7": "int field"}
+    assert cache.hget("user", 7) == "int field" and cache.hget("user", "7") == "int field"
+
+
 @pytest.mark.parametrize("scenario", ["sharded", "near"])
 def test_get_or_set_stores_what_set_stores_signed_and_compressed(topology, scenario):
     options = {**SIGNED, "COMPRESSOR": "zlib", "STAMPEDE": {"GRACE": 30}}
