@@ -62,7 +62,8 @@ class Endpoint:
         breaker: Breaker,
     ) -> None:
         self.address = address
-        self.bulk_limit: int | None = None  # proto-max-bulk-len, once learned (``sizelimit``)
+        # proto-max-bulk-len and when it was learned (``sizelimit``), once it has been.
+        self.bulk_limit: tuple[int, float] | None = None
         self.connection_class = connection_class
         self.async_connection_class = async_connection_class
         self.connection_kwargs = kwargs

@@ -298,6 +298,15 @@ def _recover(
 # -- a whole operation, over one or more shards ---------------------------------------------
 
 
+def _partly_run(router: Router, op: Op, index: int, error: Exception) -> None:
+    """A write refused for a value's size ran the commands before it (``sizelimit``): record
+    its keys as dropped, so none is read back here and the repair invalidates them."""
+    if isinstance(error, sizelimit.RefusedForSize) and op.writes is not None:
+        written = op.writes[index]
+        if written is None or len(written) > 1:
+            router.dropped.record(op.batches[index][0], written)
+
+
 def _failed_open(router: Router, op: Op, index: int, error: Exception) -> Replies:
     """Failing open: answer for the shard as an empty server would, and record the drop."""
     shard, commands = op.batches[index]
@@ -320,6 +329,7 @@ def run(op: Op, router: Router, first: tuple[Pending, Any] | None = None) -> Pla
         try:
             replies = yield from call(shard, commands, op, router, first)
         except Exception as exc:
+            _partly_run(router, op, 0, exc)
             replies = _failed_open(router, op, 0, exc)
         return op.finish([replies])
     plans = [call(shard, commands, op, router) for shard, commands in batches]
@@ -347,6 +357,8 @@ def run(op: Op, router: Router, first: tuple[Pending, Any] | None = None) -> Pla
         except Exception as exc:  # read every other shard before raising
             results[i] = exc
     errors = [i for i, r in enumerate(results) if isinstance(r, Exception)]
+    for i in errors:
+        _partly_run(router, op, i, results[i])
     if errors and not router.fail_open:
         raise results[errors[0]]
     for i in errors:

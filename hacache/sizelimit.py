@@ -14,15 +14,20 @@ Invariants:
   raises ``ValueError`` naming the server and its limit, the breaker is not told, and nothing
   is retried. Redis runs no command from the refused one on (the ones before it in the same
   pipeline have run: a ``set_many`` may have stored its other keys on that shard).
-- The limit is kept on the endpoint (until it is re-created, as after a failover): a value
-  above it then raises the same ``ValueError`` before anything is sent (``Ops._dump``).
+- The limit is kept on the endpoint for ``RELEARN`` seconds (a server's limit can be raised):
+  a value above it then raises the same ``ValueError`` before anything is sent (``Ops._dump``).
+- Commands before the refused one in the same request have run: the policy records the keys
+  of such a write as dropped (``failover``), so they read as misses here until the repair
+  deletes them and publishes their invalidation; a single refused command ran nothing.
 - A server that answers the question but may not run ``CONFIG`` (an ACL user without
   ``+config|get``) is alive: the failure is not booked against it either, and the error says
-  what to check. A server that does not answer is failing, and is booked as always.
+  what to check (a reused connection is first retried once, as a stale one always is). A
+  server that does not answer is failing, and is booked as always.
 """
 
 from __future__ import annotations
 
+from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -37,6 +42,7 @@ if TYPE_CHECKING:
     from hacache.shard import Shard
 
 FLOOR = 1024 * 1024  # Redis refuses a proto-max-bulk-len below 1mb
+RELEARN = 600.0  # seconds a learned limit is trusted before the next refusal asks again
 _ASK: list[Command] = [("CONFIG", "GET", "proto-max-bulk-len")]
 
 
@@ -61,9 +67,13 @@ def _limit(reply: Any) -> int | None:
         return None
 
 
-def too_large(address: str, size: int, limit: int, key: Any) -> ValueError:
+class RefusedForSize(ValueError):
+    """A server refused (or would refuse) a value above its ``proto-max-bulk-len``."""
+
+
+def too_large(address: str, size: int, limit: int, key: Any) -> RefusedForSize:
     what = f"the value for key {key!r}"
-    return ValueError(
+    return RefusedForSize(
         f"{address} refuses {what}: {size:,} bytes, above its proto-max-bulk-len ({limit:,}); "
         "nothing from it on was stored. Lower MAX_VALUE_BYTES below the servers' limit"
     )
@@ -72,9 +82,9 @@ def too_large(address: str, size: int, limit: int, key: Any) -> ValueError:
 def check_known(shard: Shard, key: str, size: int) -> None:
     """Before sending: raise if ``key``'s master is known to refuse ``size`` bytes."""
     master = shard.view.master
-    limit = None if master is None else master.bulk_limit
-    if limit is not None and size > limit:
-        raise too_large(master.address, size, limit, key)  # type: ignore[union-attr]
+    learned = None if master is None else master.bulk_limit
+    if learned is not None and size > learned[0] and monotonic() - learned[1] < RELEARN:
+        raise too_large(master.address, size, learned[0], key)  # type: ignore[union-attr]
 
 
 def refusal(pending: Pending, error: RedisError) -> Plan:
@@ -94,12 +104,14 @@ def refusal(pending: Pending, error: RedisError) -> Plan:
         return None  # no answer: the server is failing
     limit = None if isinstance(replies[0], ResponseError) else _limit(replies[0])
     if limit is None:
+        if pending.reused:
+            return None  # maybe only stale: retried once first (``failover._unsettled``)
         return type(error)(
             f"{error} (the request carried a {size:,}-byte argument and the server is alive: "
             f"if its proto-max-bulk-len is below that, lower MAX_VALUE_BYTES; CONFIG GET was "
             f"refused: {replies[0]})"
         )
-    endpoint.bulk_limit = limit
+    endpoint.bulk_limit = (limit, monotonic())
     if isinstance(key, bytes):
         key = key.decode(errors="replace")
     return too_large(endpoint.address, size, limit, key) if size > limit else None

@@ -11,8 +11,9 @@ import time
 import pytest
 import redis
 
+from hacache import sizelimit
 from hacache.topology import free_port
-from tests.conftest import make_cache
+from tests.conftest import DELIVERY, make_cache, until
 
 BIG = b"x" * 2_000_000  # above the server's 1 MiB, far below MAX_VALUE_BYTES
 LIMIT = r"proto-max-bulk-len \(1,048,576\)"
@@ -69,7 +70,7 @@ def test_a_value_the_server_refuses_for_its_size_is_a_value_error_not_a_failure(
     cache.set("small", 1)
     with pytest.raises(ValueError, match=rf"refuses the value for key 'b:1:big'.*{LIMIT}"):
         cache.set("big", BIG)
-    assert _master(cache).bulk_limit == 1024 * 1024 and not _master(cache).breaker.is_open
+    assert _master(cache).bulk_limit[0] == 1024 * 1024 and not _master(cache).breaker.is_open
     before = _connections(admin)
     for _ in range(3):  # now refused before anything is sent
         with pytest.raises(ValueError, match=rf"refuses the value for key 'b:1:big'.*{LIMIT}"):
@@ -138,3 +139,47 @@ def test_max_value_bytes_below_the_server_limit_never_sends(bulk_server):
         with pytest.raises(ValueError, match="MAX_VALUE_BYTES"):
             cache.set("big", BIG)
     assert _connections(admin) == before and cache.get("small") == 1
+
+
+def test_keys_a_refused_request_may_have_written_are_invalidated(bulk_server, remote_factory):
+    """set_many with a timeout sends one SET per key: those before the refused one ran."""
+    url, admin, _ = bulk_server()
+    params = {"BACKEND": "hacache.HACache", "LOCATION": url, "KEY_PREFIX": "b",
+              "OPTIONS": {"NEAR_CACHE": True}}  # fmt: skip
+    cache = make_cache(params)
+    cache._router.bus.listen()
+    assert cache._router.near.wait_trusted(DELIVERY)
+    reader = remote_factory(params)
+    cache.set("k1", "old")
+    assert until(lambda: reader("get", "k1") == "old", DELIVERY)
+    assert reader("get", "k1") == "old"  # held in the reader's near-cache
+    with pytest.raises(ValueError, match=LIMIT):
+        cache.set_many({"k1": "new", "big": BIG}, timeout=300)
+    assert admin.get("b:1:k1") is not None  # the SET before the refused one ran...
+    assert cache.get("k1") is None  # ...but is not read back here
+    cache.set("other", 1)  # the shard's next write repairs: DEL and invalidation
+    assert until(lambda: reader("get", "k1") is None, DELIVERY)  # never "old" again
+    assert admin.get("b:1:k1") is None and not cache._router.dropped.waiting
+
+
+def test_a_learned_limit_is_asked_again_after_a_while(bulk_server, monkeypatch):
+    url, admin, _ = bulk_server()
+    cache = _cache(url)
+    with pytest.raises(ValueError, match=LIMIT):
+        cache.set("big", BIG)
+    admin.config_set("proto-max-bulk-len", str(4 * 1024 * 1024))  # raised by an operator
+    with pytest.raises(ValueError, match=LIMIT):  # still the limit learned
+        cache.set("big", BIG)
+    monkeypatch.setattr(sizelimit, "RELEARN", 0.0)
+    cache.set("big", BIG)
+    assert cache.get("big") == BIG
+
+
+def test_without_config_a_stale_connection_is_still_retried(bulk_server):
+    url, admin, _ = bulk_server("--user", "app", "on", ">app-pw", "~*", "&*", "+@all", "-config")
+    cache = _cache(url.replace("redis://", "redis://app:app-pw@"), BREAKER_THRESHOLD=3)
+    admin.config_set("proto-max-bulk-len", str(4 * 1024 * 1024))
+    cache.set("small", 1)  # a pooled connection...
+    admin.client_kill_filter(_type="normal", skipme=True)  # ...that the server closed
+    cache.set("fits", b"z" * 1_500_000)  # above 1 MiB, within the server's (raised) limit
+    assert cache.get("fits") == b"z" * 1_500_000
