@@ -128,14 +128,21 @@ class HACache(DjangoRedisAPI, StructuresAPI, BaseCache):
         try:
             value = default() if callable(default) else default
         except BaseException as exc:
-            release = flight.release()
-            if release is not None:
-                with contextlib.suppress(RedisError):
-                    self._run(release)
+            self._release(flight)
             if (kept := flight.kept_after(exc)) is stampede.COMPUTE:
                 raise
             return kept
-        return self._run(flight.store(value))
+        try:
+            return self._run(flight.store(value))
+        except BaseException:  # not stored (too large, refused...): let the others compute
+            self._release(flight)
+            raise
+
+    def _release(self, flight: stampede.Flight) -> None:
+        release = flight.release()
+        if release is not None:
+            with contextlib.suppress(RedisError):
+                self._run(release)
 
     def get_many(self, keys, version=None) -> dict[Any, Any]:
         key_map = self._keys(keys, version)
@@ -247,17 +254,25 @@ class HACache(DjangoRedisAPI, StructuresAPI, BaseCache):
             if inspect.isawaitable(value):
                 value = await value
         except BaseException as exc:
-            release = None if flight is None else flight.release()
-            if release is not None:
-                with contextlib.suppress(RedisError):
-                    await self._arun(release)
+            if flight is not None:
+                await self._arelease(flight)
             if flight is None or (kept := flight.kept_after(exc)) is stampede.COMPUTE:
                 raise
             return kept
         if flight is None:  # Django's steps
             await self.aadd(key, value, timeout=timeout, version=version)
             return await self.aget(key, value, version=version)
-        return await self._arun(flight.store(value))
+        try:
+            return await self._arun(flight.store(value))
+        except BaseException:
+            await self._arelease(flight)
+            raise
+
+    async def _arelease(self, flight: stampede.Flight) -> None:
+        release = flight.release()
+        if release is not None:
+            with contextlib.suppress(RedisError):
+                await self._arun(release)
 
     async def aget_many(self, keys, version=None) -> dict[Any, Any]:
         key_map = self._keys(keys, version)

@@ -156,6 +156,14 @@ redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 1
 """
 
+# KEYS: key, stale. ARGV: the grace copy's lifetime (ms). Answers the key's value, and keeps
+# it as the grace copy: the value stored, or the one that won over our SET NX.
+_KEEP_GRACE = """
+local value = redis.call('GET', KEYS[1])
+if value then redis.call('SET', KEYS[2], value, 'PX', ARGV[1]) end
+return value
+"""
+
 _HIT, _OURS, _HELD = 1, 2, 3
 _MIN_BLOCK = 0.01  # seconds: the shortest wait worth a blocking call
 _MISSING = object()
@@ -303,14 +311,14 @@ class Flight:
         set_value: tuple[Any, ...] = ("SET", key, raw)
         if timeout is not None:
             set_value += ("EX", timeout)
-        commands: list[Any] = [set_value if self._overwrite else (*set_value, "NX"), ("GET", key)]
-        if timeout is not None:
-            if settings.grace > 0:
-                life = int((timeout + settings.grace) * 1000)
-                commands.append(("SET", self._names["stale"], raw, "PX", life))
-            if settings.xfetch_beta > 0:
-                delta = max(1, int((time.monotonic() - self._started) * 1000))
-                commands.append(("SET", self._names["delta"], delta, "EX", timeout))
+        read: tuple[Any, ...] = ("GET", key)
+        if timeout is not None and settings.grace > 0:  # the copy of what the key then holds
+            life = int((timeout + settings.grace) * 1000)
+            read = ("EVAL", _KEEP_GRACE, 2, key, self._names["stale"], life)
+        commands: list[Any] = [set_value if self._overwrite else (*set_value, "NX"), read]
+        if timeout is not None and settings.xfetch_beta > 0:
+            delta = max(1, int((time.monotonic() - self._started) * 1000))
+            commands.append(("SET", self._names["delta"], delta, "EX", timeout))
         if self._held is not None:
             commands.append(self._release_command())
         load = cache._ops._load

@@ -307,6 +307,34 @@ def test_a_write_deletes_the_grace_copy_so_no_older_value_is_served(topology, wr
     assert cache.get_or_set("k", "computed", 100) == "computed"  # not "older"
 
 
+def test_the_grace_copy_is_what_the_key_holds_when_another_write_won(topology):
+    """Our SET NX lost to a plain set(B): the copy is B, never our value that was not stored."""
+    cache = _cache(topology, STAMPEDE={"GRACE": 30, "WAIT": 0.2})
+    flight = stampede.flight(cache, "k", 100, None, None, None, None)
+    assert cache._drive(flight.lookup()) is stampede.COMPUTE  # the lease is ours
+    cache.set("k", "B", 100)  # meanwhile, a plain write (it deletes any older copy)
+    assert cache._run(flight.store("A")) == "B"  # add semantics: the stored value wins
+    stale = _raw(cache, "k").get(cache.make_key("k") + ":~stale")
+    assert stale == _raw(cache, "k").get(cache.make_key("k"))  # B's bytes, not A's
+    _held_elsewhere(cache, "k")
+    assert cache.get_or_set("k", "computed", 100) == "B"  # grace: the value that was there
+
+
+def test_a_store_that_fails_gives_the_lease_back(topology):
+    cache = _cache(topology, MAX_VALUE_BYTES=10_000, STAMPEDE={"WAIT": 3})
+    lease = cache.make_key("big") + ":~lease"
+    for call in (
+        lambda: cache.get_or_set("big", lambda: b"x" * 20_000, 100),
+        lambda: asyncio.run(cache.aget_or_set("big", lambda: b"x" * 20_000, 100)),
+    ):
+        with pytest.raises(ValueError, match="MAX_VALUE_BYTES"):
+            call()
+        assert not _raw(cache, "big").exists(lease)  # the next caller need not wait WAIT
+    started = time.monotonic()
+    assert cache.get_or_set("big", lambda: "small", 100) == "small"
+    assert time.monotonic() - started < 1
+
+
 def test_incr_and_a_repaired_dropped_write_delete_the_grace_copy_too(topology):
     cache = _cache(topology, STAMPEDE={"GRACE": 30})
     cache.get_or_set("n", 1, 100)
