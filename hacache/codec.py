@@ -13,8 +13,8 @@ signed or compressed is *framed*::
 - ``flags``: bit 0 set if signed; bits 4-5 the compressor (1 zlib, 2 zstd, 3 lz4; 0 none).
 - ``body``: the serializer's bytes, compressed if flagged.
 - ``tag`` (signed only): HMAC-SHA256 (32 bytes) over ``len(context) | context | 0xC1 | flags
-  | body`` (the length as 4 bytes), with a key derived from ``SIGNING_KEY`` (default
-  ``SECRET_KEY``); older keys verify too (rotation).
+  | body`` (the length as 4 bytes; with an empty context, over the frame alone), with a key
+  derived from ``SIGNING_KEY`` (default ``SECRET_KEY``); older keys verify too (rotation).
 
 The *context* binds a signed value to where it is stored: a value's context is its Redis key
 (a hash's value: the hash's key, a NUL byte and its field), so a value copied to another key
@@ -161,8 +161,9 @@ class Hmac:
     def __call__(self, data: bytes, context: bytes = b"") -> bytes:
         """The tag of ``data`` stored in ``context`` (see the module docstring)."""
         inner = self._inner.copy()
-        inner.update(len(context).to_bytes(4, "big"))
-        inner.update(context)
+        if context:  # a frame starts with 0xC1, a length with 0x00: never the same input
+            inner.update(len(context).to_bytes(4, "big"))
+            inner.update(context)
         inner.update(data)
         outer = self._outer.copy()
         outer.update(inner.digest())
