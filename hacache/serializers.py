@@ -10,9 +10,11 @@ decimal bytes (``-?(0|[1-9][0-9]*)``, what Redis's ``INCR`` accepts: not ``b" 42
   a pickle runs code chosen by whoever wrote it: see ``SIGN_VALUES`` (README, Security).
 - ``JSONSerializer``: ``dict`` (string keys), ``list``, ``str``, ``int``, ``float``, ``bool``,
   ``None``. Tuples read back as lists; bytes, sets, dates, ``Decimal`` are refused.
-- ``OrjsonSerializer`` (``pip install hacache[orjson]``): the JSON serializer's types and
-  bytes, written 7-10x and read 2-2.5x faster (``benchmarks/serializers.py``); but NaN and
-  infinities are written as ``null``, and integers beyond 64 bits are refused.
+- ``OrjsonSerializer`` (``pip install hacache[orjson]``): the JSON serializer's types, each
+  reading the other's output, written 7-10x and read 2-2.5x faster (``benchmarks/
+  serializers.py``); but NaN and infinities are written as ``null``, integers beyond 64 bits
+  are refused, ``uuid.UUID`` and ``Enum`` members are accepted (read back as their value), and
+  some floats are written differently (``1e-7``, not ``1e-07``).
 - ``MsgpackSerializer`` (``pip install hacache[msgpack]``): JSON's types plus ``bytes``; tuples
   read back as lists; integer dict keys are kept. Sets, dates, ``Decimal`` are refused.
 
@@ -86,9 +88,11 @@ class JSONSerializer:
 
 
 class OrjsonSerializer:
-    """``orjson``, set to store what ``JSONSerializer`` stores, as the same bytes: non-string
-    dict keys become strings, dates and dataclasses are refused (as stdlib ``json`` does); it
-    cannot keep NaN (written as ``null``) nor integers beyond 64 bits (refused)."""
+    """``orjson``, set to store what ``JSONSerializer`` stores: non-string dict keys become
+    strings, dates and dataclasses are refused (as stdlib ``json`` does). It cannot keep NaN
+    (written as ``null``) nor integers beyond 64 bits (refused), it writes ``uuid.UUID`` and
+    ``Enum`` members (stdlib refuses them) and formats some floats its own way: equal values,
+    other bytes, so do not mix the two as writers of set members (found by their bytes)."""
 
     def __init__(self, sort_keys: bool = False) -> None:
         import orjson

@@ -55,6 +55,22 @@ def test_what_json_refuses_orjson_refuses(value):
         fast.dumps(value)
 
 
+def test_where_they_differ_uuid_enum_and_float_spelling():
+    import enum
+    import uuid
+
+    class Color(enum.Enum):
+        RED = "red"
+
+    some = uuid.UUID(int=1)
+    for value in (some, Color.RED):
+        with pytest.raises(TypeError):
+            stdlib.dumps([value])
+    assert fast.loads(fast.dumps([some, Color.RED])) == [str(some), "red"]
+    assert stdlib.dumps([1e-07]) != fast.dumps([1e-07])
+    assert stdlib.loads(fast.dumps([1e-07])) == fast.loads(stdlib.dumps([1e-07])) == [1e-07]
+
+
 def test_where_they_differ_nan_and_huge_integers():
     assert math.isnan(stdlib.loads(stdlib.dumps(float("nan"))))
     assert fast.loads(fast.dumps([float("nan"), float("inf")])) == [None, None]
