@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from hacache import counters
-from hacache.codec import recognized, too_large, unreadable, unstorable
+from hacache.codec import UnreadableValue, recognized, too_large, unreadable, unstorable
 from hacache.endpoint import Command, Replies
 from hacache.nearcache import ABSENT, MISS, Lease
 from hacache.router import Op, Router
@@ -372,12 +372,18 @@ class Ops:
 
     def dump(self, key: str) -> Op:
         """The raw stored value and its remaining lifetime in ms (-1: none), or None if absent
-        (or unreadable: see ``_load``)."""
+        (or, with a codec, if it does not verify: a warning, as ``_load`` gives)."""
+        codec = self._codec
 
         def finish(results: list[Replies]) -> tuple[bytes, int] | None:
             value, ttl = (_ok(reply) for reply in results[0])
-            if value is None or ttl == -2 or self._load(key, value, _BAD) is _BAD:
+            if value is None or ttl == -2:
                 return None
+            if codec is not None:  # verified (never deserialized): ``restore`` re-signs it
+                try:
+                    codec.open(value, key.encode())
+                except UnreadableValue as exc:
+                    return self._unreadable(key, value, exc, None)
             return value, ttl
 
         return self._read_one(key, [("GET", key), ("PTTL", key)], finish)
