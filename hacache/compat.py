@@ -20,6 +20,7 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT
 from hacache import rawclient
 from hacache.extended import glob_escape, is_decimal
 from hacache.router import Op
+from hacache.stampede import COMPANIONS
 
 Plan = Generator[Any, Any, Any]  # yields an Op (sent its result) or a list of items to hand out
 
@@ -221,7 +222,8 @@ class DjangoRedisAPI:
             cursor, generation = 0, shard.generation
             while True:
                 cursor, keys = yield self._ops.scan_step(shard, cursor, pattern, count)
-                yield [reverse(key) for key in keys]
+                # Stampede protection's companion keys are its own, not the caller's.
+                yield [reverse(key) for key in keys if not key.endswith(COMPANIONS)]
                 if shard.generation != generation:
                     cursor, generation = 0, shard.generation
                 elif cursor == 0:

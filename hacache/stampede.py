@@ -164,6 +164,9 @@ if value then redis.call('SET', KEYS[2], value, 'PX', ARGV[1]) end
 return value
 """
 
+_PARTS = ("lease", "done", "stale", "delta")
+COMPANIONS = tuple(f":~{part}" for part in _PARTS)  # what ends a companion key's name
+
 _HIT, _OURS, _HELD = 1, 2, 3
 _MIN_BLOCK = 0.01  # seconds: the shortest wait worth a blocking call
 _MISSING = object()
@@ -193,7 +196,7 @@ class Flight:
 
     def __init__(self, cache: Any, key: str, timeout: int | None, settings: StampedeOptions):
         self._cache, self._key, self._timeout, self._settings = cache, key, timeout, settings
-        self._names = {part: f"{key}:~{part}" for part in ("lease", "done", "stale", "delta")}
+        self._names = {part: f"{key}:~{part}" for part in _PARTS}
         self._held: str | None = None  # our lease's token, while we hold one
         self._overwrite = False  # an early refresh replaces a live value
         self._valid: Any = _MISSING  # the live value an early refresh is replacing

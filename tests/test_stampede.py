@@ -335,6 +335,16 @@ def test_a_store_that_fails_gives_the_lease_back(topology):
     assert time.monotonic() - started < 1
 
 
+def test_keys_lists_the_callers_keys_not_the_companions_and_delete_pattern_takes_both(topology):
+    cache = _cache(topology, STAMPEDE={"GRACE": 30, "XFETCH_BETA": 1})
+    cache.get_or_set("k", "v", 100)
+    made = cache.make_key("k")
+    assert _raw(cache, "k").exists(made + ":~stale", made + ":~delta", made + ":~done") == 3
+    assert cache.keys("*") == ["k"] and list(cache.iter_keys("k*")) == ["k"]
+    assert cache.delete_pattern("k*") >= 1
+    assert not _raw(cache, "k").exists(made, made + ":~stale", made + ":~delta", made + ":~done")
+
+
 def test_incr_and_a_repaired_dropped_write_delete_the_grace_copy_too(topology):
     cache = _cache(topology, STAMPEDE={"GRACE": 30})
     cache.get_or_set("n", 1, 100)
