@@ -24,6 +24,7 @@ What the plans keep:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from typing import TYPE_CHECKING, Any
@@ -298,13 +299,21 @@ def _recover(
 # -- a whole operation, over one or more shards ---------------------------------------------
 
 
-def _partly_run(router: Router, op: Op, index: int, error: Exception) -> None:
-    """A write refused for a value's size ran the commands before it (``sizelimit``): record
-    its keys as dropped, so none is read back here and the repair invalidates them."""
-    if isinstance(error, sizelimit.RefusedForSize) and op.writes is not None:
-        written = op.writes[index]
-        if written is None or len(written) > 1:
-            router.dropped.record(op.batches[index][0], written)
+def _partly_run(router: Router, op: Op, index: int, error: Exception) -> Plan:
+    """A write refused for a value's size ran the commands before it (``sizelimit``): its keys
+    are recorded as dropped and repaired at once (deleted, invalidated), so the call's error
+    leaves none of them written; if the repair fails, the shard's next write makes it."""
+    if not isinstance(error, sizelimit.RefusedForSize) or op.writes is None:
+        return
+    written = op.writes[index]
+    if written is not None and len(written) < 2:
+        return  # one command, refused: it ran nothing
+    shard = op.batches[index][0]
+    router.dropped.record(shard, written)
+    repair, master = router.dropped.repair(shard), shard.view.master
+    if repair is not None and master is not None:
+        with contextlib.suppress(RedisError):  # else it stays recorded (misses here)
+            router.dropped.repaired(repair, (yield from exchange(master, repair.commands)))
 
 
 def _failed_open(router: Router, op: Op, index: int, error: Exception) -> Replies:
@@ -329,7 +338,7 @@ def run(op: Op, router: Router, first: tuple[Pending, Any] | None = None) -> Pla
         try:
             replies = yield from call(shard, commands, op, router, first)
         except Exception as exc:
-            _partly_run(router, op, 0, exc)
+            yield from _partly_run(router, op, 0, exc)
             replies = _failed_open(router, op, 0, exc)
         return op.finish([replies])
     plans = [call(shard, commands, op, router) for shard, commands in batches]
@@ -358,7 +367,7 @@ def run(op: Op, router: Router, first: tuple[Pending, Any] | None = None) -> Pla
             results[i] = exc
     errors = [i for i, r in enumerate(results) if isinstance(r, Exception)]
     for i in errors:
-        _partly_run(router, op, i, results[i])
+        yield from _partly_run(router, op, i, results[i])
     if errors and not router.fail_open:
         raise results[errors[0]]
     for i in errors:

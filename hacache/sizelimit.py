@@ -16,9 +16,9 @@ Invariants:
   pipeline have run: a ``set_many`` may have stored its other keys on that shard).
 - The limit is kept on the endpoint for ``RELEARN`` seconds (a server's limit can be raised):
   a value above it then raises the same ``ValueError`` before anything is sent (``Ops._dump``).
-- Commands before the refused one in the same request have run: the policy records the keys
-  of such a write as dropped (``failover``), so they read as misses here until the repair
-  deletes them and publishes their invalidation; a single refused command ran nothing.
+- Commands before the refused one in the same request have run: before raising, the policy
+  deletes such a write's keys again and publishes their invalidation (``failover``), so the
+  failed call leaves none written; a single refused command ran nothing.
 - A server that answers the question but may not run ``CONFIG`` (an ACL user without
   ``+config|get``) is alive: the failure is not booked against it either, and the error says
   what to check (a reused connection is first retried once, as a stale one always is). A
