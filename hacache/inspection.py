@@ -21,9 +21,11 @@ from typing import Any
 import redis
 from django.conf import settings
 from django.core.cache import caches
+from redis.exceptions import RedisError
 
 from hacache.endpoint import Endpoint
-from hacache.router import Router, get_router
+from hacache.ops import _ok
+from hacache.router import Op, Router, get_router
 from hacache.sentinel import pairs
 from hacache.shard import Shard
 
@@ -299,6 +301,25 @@ def locate(key: str, alias: str = "default", version: int | None = None) -> Loca
     found.exists = pttl != -2
     found.ttl_seconds = pttl / 1000 if pttl >= 0 else None
     return found
+
+
+def flush_near_everywhere(alias: str = "default") -> dict[str, str] | None:
+    """Ask every process's near-cache for the alias to drop each shard's entries: one flush
+    message on each shard's invalidation bus (numbered, so no subscriber sees a gap). Per
+    shard, "ok" or the error that kept its message from being sent (None: no near-cache)."""
+    router = router_for(alias)
+    bus = router.bus
+    if bus is None:
+        return None
+    outcome: dict[str, str] = {}
+    for shard in router.every_shard():
+        try:
+            router.run(Op([(shard, [bus.publish_command(None)])], lambda r: _ok(r[0][0])))
+        except RedisError as exc:
+            outcome[shard.name] = f"{type(exc).__name__}: {exc}"
+        else:
+            outcome[shard.name] = "ok"
+    return outcome
 
 
 def flush_near(alias: str = "default") -> int | None:

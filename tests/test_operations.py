@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import pickle
 from collections.abc import Iterator
 from io import StringIO
 from typing import Any
 
 import pytest
+import redis
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import Client, RequestFactory
 
 from hacache import health
 from hacache.topology import Topology
-from tests.conftest import cache_params, key_on, running
+from tests.conftest import cache_params, key_on, running, until
 
 PASSWORD = "s3cret"
 
@@ -140,6 +142,30 @@ def test_flush_near_empties_this_process_only(settings, topology):
     assert "(1 entries)" in text and "Other processes are not affected" in text
     settings.CACHES = {"default": cache_params(topology)}
     assert "has no near-cache" in hacache("flush-near")[1]
+
+
+def test_flush_near_all_processes_empties_every_near_cache(settings, topology, remote_factory):
+    params = cache_params(topology, "near")
+    settings.CACHES = {"default": params}
+    from django.core.cache import cache
+
+    router = health.inspection.router_for("default")
+    router.bus.listen()
+    assert router.near.wait_trusted(5)
+    reader = remote_factory(params)
+    cache.set("a", "old")
+    assert until(lambda: reader("get", "a") == "old" and reader("get", "a") == "old", 5)
+    assert cache.get("a") == "old"  # held here too
+    made = cache.make_key("a")
+    raw = redis.Redis(**router.shard_for(made).spec.connection_kwargs)
+    raw.set(made, pickle.dumps("changed behind its back"))  # no invalidation: both keep "old"
+    assert reader("get", "a") == "old" and cache.get("a") == "old"
+    code, text = hacache("flush-near", "--all-processes")
+    assert code == 0 and text.count("flush published") == len(router.shards), text
+    assert until(lambda: reader("get", "a") == "changed behind its back", 5)
+    assert until(lambda: cache.get("a") == "changed behind its back", 5)
+    shards = json.loads(hacache("--json", "flush-near", "--all-processes")[1])["shards"]
+    assert set(shards.values()) == {"ok"} and set(shards) == set(router.shards)
 
 
 def test_the_command_refuses_other_aliases(settings):

@@ -4,7 +4,8 @@ alias, warm it, move its keys after a ring change.
 Thin on purpose: the questions are ``hacache.inspection``'s, the warm-ups ``hacache.warmup``'s,
 the moves ``hacache.mover``'s, the text ``hacache.report``'s. ``status`` exits 1 when any
 shard's master is unreachable; ``warm`` exits 1 when a warm-up raised or keys were not stored;
-``reshard`` exits 1 when keys are left to move; ``warm`` and ``reshard`` exit 130 on Ctrl-C.
+``reshard`` exits 1 when keys are left to move; ``flush-near --all-processes`` exits 1 when a
+shard's flush could not be published; ``warm`` and ``reshard`` exit 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -32,10 +33,14 @@ class Command(BaseCommand):
         locate = sub.add_parser("locate", help="where a cache key lives, whether it exists")
         locate.add_argument("key")
         locate.add_argument("--version", type=int, default=None, dest="key_version")
-        sub.add_parser(
+        flush = sub.add_parser(
             "flush-near",
-            help="empty THIS process's near-cache (other processes are not affected)",
+            help="empty this process's near-cache; with --all-processes, every process's",
         )
+        flush.add_argument(
+            "--all-processes", action="store_true",
+            help="publish a flush on every shard's invalidation bus: every process drops them",
+        )  # fmt: skip
         warm = sub.add_parser("warm", help="run the registered warm-up functions")
         warm.add_argument("--alias", dest="warm_alias", help="only this alias's (default: all)")
         warm.add_argument("--only", nargs="+", action="extend", default=[], metavar="NAME")
@@ -86,8 +91,28 @@ class Command(BaseCommand):
                 self._json(asdict(found))
             else:
                 self.stdout.write(report.locate_text(found))
+        elif options["all_processes"]:  # flush-near --all-processes
+            self._flush_everywhere(alias, as_json)
         else:  # flush-near
             self._flush_near(alias, as_json)
+
+    def _flush_everywhere(self, alias: str, as_json: bool) -> None:
+        outcome = inspection.flush_near_everywhere(alias)
+        failed = sorted(name for name, said in (outcome or {}).items() if said != "ok")
+        if as_json:
+            self._json({"near_cache": outcome is not None, "shards": outcome or {}})
+        elif outcome is None:
+            self.stdout.write(f"CACHES[{alias!r}] has no near-cache: nothing to flush.")
+        else:
+            for name, said in outcome.items():
+                self.stdout.write(f"shard {name}: {'flush published' if said == 'ok' else said}")
+            missed = f"; not for {', '.join(failed)}" if failed else ""
+            self.stdout.write(
+                f"Every process with a near-cache for {alias!r} drops its entries of the shards "
+                f"above as the message arrives{missed}."
+            )
+        if failed:
+            raise SystemExit(1)
 
     def _flush_near(self, alias: str, as_json: bool) -> None:
         dropped = inspection.flush_near(alias)
