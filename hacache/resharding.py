@@ -17,9 +17,7 @@ owner in the previous ring. In migration mode (mcrouter's WarmUpRoute and Migrat
 
 Keys that did not move cost nothing more: one ring lookup. A previous owner that cannot be
 reached reads as empty (logged, throttled), so removing a dead shard does not fail reads.
-A hash, set or sorted set that moved is moved whole (``DUMP``/``RESTORE``, then deleted on its
-previous owner) the first time a call on this process needs it; ``sscan`` and its iterators do
-not bring it (``manage.py hacache reshard`` moves every key anyway).
+Hashes, sets and sorted sets are not read through: ``manage.py hacache reshard`` moves them.
 The backend's methods are replaced per instance only in migration mode, so a cache without
 ``PREVIOUS_LOCATION`` runs exactly the code it always did.
 """
@@ -311,76 +309,10 @@ def _lifetime(name: str) -> Callable[..., Plan]:
     return plan
 
 
-# -- hashes, sets, sorted sets: moved whole the first time a call needs them -----------------
-
-
-def _structure_keys(cache: Any, name: str, args: tuple, kwargs: dict) -> list[str]:
-    """The keys a structure call reads or adds to (a ``*store`` destination is replaced: its
-    previous copy is only deleted, by ``_structure``)."""
-    version = kwargs.get("version_keys" if name == "sdiffstore" else "version")
-    if name in ("sdiff", "sinter", "sunion"):
-        return [cache._key(k, version) for k in args]
-    if name.endswith("store"):
-        return [cache._key(k, version) for k in args[1:]]
-    if name == "smove":
-        return [cache._key(k, version) for k in args[:2]]
-    return [cache._key(args[0], version)]
-
-
-def _bring(cache: Any, key: str) -> Plan:
-    """A moved key missing on its owner is moved there whole, any type: DUMP and PTTL on the
-    previous owner, RESTORE (never over a key written since), then DEL there, so no older copy
-    is read back once the new one empties (a hash's last field deleted, say)."""
-    router = cache._router
-    previous = router.previous_owner(key)
-    if previous is None:
-        return
-    owner = router.shard_for(key)
-    if (yield Op([(owner, [("EXISTS", key)])], lambda r: _ok(r[0][0]))):
-        return
-    try:
-        dumped, ttl = yield Op([(previous, [("DUMP", key), ("PTTL", key)])], lambda r: r[0])
-    except RedisError as exc:
-        _unreachable(previous, exc)
-        return
-    if isinstance(dumped, Exception) or dumped is None or ttl == -2:
-        return
-    restored = yield Op([(owner, [("RESTORE", key, max(ttl, 0), dumped)])], lambda r: r[0][0])
-    if isinstance(restored, ResponseError) and "BUSYKEY" not in str(restored):
-        raise owner.error(restored)
-    yield Op([(previous, [("DEL", key)])], lambda r: _ok(r[0][0]))
-
-
-def _structure(name: str) -> Callable[..., Plan]:
-    """A hash, set or sorted-set call, once the keys it uses are brought over (``_bring``)."""
-
-    def plan(cache: Any, *args: Any, **kwargs: Any) -> Plan:
-        for key in _structure_keys(cache, name, args, kwargs):
-            yield from _bring(cache, key)
-        if name.endswith("store"):
-            yield from _forget_previous(cache, [cache._key(args[0], kwargs.get(
-                "version_dest" if name == "sdiffstore" else "version"))])  # fmt: skip
-        built = getattr(type(cache), name).__wrapped__(cache, *args, **kwargs)
-        return (yield built) if isinstance(built, Op) else (yield from built)
-
-    plan.__name__ = "_" + name
-    return plan
-
-
-def _structures() -> list[str]:
-    """The hash, set and sorted-set methods that have an async twin (``sscan`` and the
-    iterators do not: they scan the owner only)."""
-    from hacache.compat_structures import StructuresAPI
-
-    methods = vars(StructuresAPI)
-    return [n for n, f in methods.items() if hasattr(f, "__wrapped__") and "a" + n in methods]
-
-
 _PLANS: dict[str, Callable[..., Plan]] = {
     "get": _get, "get_many": _get_many, "has_key": _has_key, "set": _set, "add": _add,
     "delete": _delete, "set_many": _set_many, "delete_many": _delete_many, "touch": _touch,
     "incr": _incr, "incr_version": _incr_version,
     **{n: _lifetime(n) for n in ("ttl", "pttl", "expire", "pexpire", "expire_at",
                                  "pexpire_at", "persist")},
-    **{n: _structure(n) for n in _structures()},
 }  # fmt: skip

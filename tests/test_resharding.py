@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -378,50 +377,3 @@ def test_a_mover_killed_midway_resumes_in_another_process(urls, tmp_path):
     assert json.loads(done.stdout)["previous_location_removable"] is True
     moved = moved_keys(after)
     assert make_cache(params(urls)).get_many(moved) == {k: int(k[1:]) for k in moved}
-
-
-def test_hashes_sets_and_sorted_sets_that_moved_are_moved_whole_when_used(urls):
-    before = make_cache(params(urls[:3]))
-    for i in range(60):
-        before.hset(f"h{i}", mapping={"a": 1, "b": i})
-        before.sadd(f"s{i}", "x", i)
-        before.zadd(f"z{i}", {"m": 1.0, "n": float(i)})
-        before.expire(f"h{i}", 500)
-    after = make_cache(params(urls, urls[:3]))
-    router = after._router
-    moved = [i for i in range(60) if router.previous_owner(after.make_key(f"h{i}"))]
-    stayed = [i for i in range(60) if not router.previous_owner(after.make_key(f"h{i}"))]
-    assert moved and stayed
-    i = moved[0]
-    h = after.make_key(f"h{i}")
-    assert after.hgetall(f"h{i}") == {"a": 1, "b": i}
-    assert client(after, router.shard_for(h)).exists(h)  # now on its owner...
-    assert not client(after, router.previous_owner(h)).exists(h)  # ...and only there
-    assert 490 <= after.ttl(f"h{i}") <= 500  # with its lifetime
-    assert after.hdel(f"h{i}", "a", "b") == 2 and after.hgetall(f"h{i}") == {}  # stays empty
-    assert after.sismember(f"s{moved[1]}", "x") and after.scard(f"s{moved[1]}") == 2
-    assert after.sadd(f"s{moved[2]}", "y") == 1  # added to the set it had, not a new one
-    assert after.smembers(f"s{moved[2]}") == {"x", moved[2], "y"}
-    assert after.zscore(f"z{moved[3]}", "n") == float(moved[3])
-    assert after.zrange(f"z{moved[4]}", 0, -1) == ["m", "n"]  # moved[4] >= 4: m first
-    sources = [f"s{moved[5]}", f"s{moved[6]}"]
-    assert after.sunion(*sources) == {"x", moved[5], moved[6]}
-    assert after.sinterstore(f"dest{i}", *sources) == 1
-    assert after.smembers(f"dest{i}") == {"x"}
-    assert after.hget(f"h{stayed[0]}", "b") == stayed[0]  # keys that stayed: as before
-    assert asyncio.run(after.ahgetall(f"h{moved[7]}")) == {"a": 1, "b": moved[7]}  # async too
-
-
-def test_a_structure_call_costs_nothing_more_for_keys_that_did_not_move(urls, monkeypatch):
-    after = make_cache(params(urls, urls[:3]))
-    router = after._router
-    stay = next(f"t{i}" for i in range(100) if not router.previous_owner(after.make_key(f"t{i}")))
-    moved = next(f"u{i}" for i in range(100) if router.previous_owner(after.make_key(f"u{i}")))
-    ops = []
-    run = router.run
-    monkeypatch.setattr(after, "_run", lambda op: ops.append(op) or run(op))
-    assert after.sadd(stay, "a") == 1 and after.smembers(stay) == {"a"}
-    assert len(ops) == 2  # the calls themselves
-    ops.clear()
-    assert after.smembers(moved) == set()
-    assert len(ops) == 3  # EXISTS on the owner, DUMP and PTTL on the previous one, the call
