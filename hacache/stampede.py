@@ -327,11 +327,16 @@ class Flight:
         load = cache._ops._load
 
         def finish(results: list[Any]) -> Any:
-            for reply in results[0]:
-                if isinstance(reply, Exception):
-                    raise reply
-            stored = results[0][1]
-            return value if stored is None else load(key, stored, value)
+            stored, held = results[0][0], results[0][1]  # the SET, then what the key holds
+            if isinstance(stored, Exception):
+                raise stored  # nothing stored
+            if isinstance(held, Exception):  # the grace script refused (ACL: no +eval)...
+                if stored is None:
+                    raise held  # ...and another value won, which it could not read
+                return value  # ...but ours is stored: protection never fails a call itself
+            # The compute time's SET and the release are upkeep: a failure leaves a lease to
+            # run out or a missing XFetch hint, never a stored value reported as failed.
+            return value if held is None else load(key, held, value)
 
         shard = cache._router.shard_for(key)
         op = Op([(shard, commands)], finish, writes=[[key]])

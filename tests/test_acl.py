@@ -204,6 +204,15 @@ def test_dropped_write_repair_completes_without_publish(settings: Any, topology:
 
 
 @pytest.mark.usefixtures("acl_users")
+def test_get_or_set_with_grace_and_no_scripts_stores_and_says_so(settings, topology) -> None:
+    """Without +eval the lease is not taken (protection off) and the grace copy's script is
+    refused: the value is still stored, and the call returns it rather than raising."""
+    cache = _cache(settings, topology, "hc-noscript", "sharded", STAMPEDE={"GRACE": 30})
+    assert cache.get_or_set("g", "computed", 100) == "computed"
+    assert cache.get("g") == "computed"
+    assert cache.get_or_set("g", "again", 100) == "computed"  # a hit
+
+
 def test_incr_without_scripts(settings: Any, topology: Topology, caplog) -> None:
     caplog.set_level(logging.WARNING)
     cache = _cache(settings, topology, "hc-noscript", "sharded")
