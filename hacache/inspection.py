@@ -314,11 +314,11 @@ def flush_near_everywhere(alias: str = "default") -> dict[str, str] | None:
     outcome: dict[str, str] = {}
     for shard in router.every_shard():
         try:
-            router.run(Op([(shard, [bus.publish_command(None)])], lambda r: _ok(r[0][0])))
+            seq = router.run(Op([(shard, [bus.publish_command(None)])], lambda r: _ok(r[0][0])))
         except RedisError as exc:
             outcome[shard.name] = f"{type(exc).__name__}: {exc}"
-        else:
-            outcome[shard.name] = "ok"
+        else:  # failing open, a dead shard "answers" None: not a published flush
+            outcome[shard.name] = "ok" if isinstance(seq, int) else "not published (shard down)"
     return outcome
 
 

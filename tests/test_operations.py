@@ -168,6 +168,16 @@ def test_flush_near_all_processes_empties_every_near_cache(settings, topology, r
     assert set(shards.values()) == {"ok"} and set(shards) == set(router.shards)
 
 
+def test_flush_near_all_processes_says_which_shard_it_could_not_reach(settings):
+    dead = "redis://127.0.0.1:1/0?name=dead"  # nothing listens: refused at once
+    for fail_open in (False, True):
+        options = {"NEAR_CACHE": True, "FAIL_OPEN": fail_open, "SOCKET_CONNECT_TIMEOUT": 0.2}
+        params = {"BACKEND": "hacache.HACache", "LOCATION": [dead], "OPTIONS": options}
+        settings.CACHES = {"default": {**params, "KEY_PREFIX": f"fo{fail_open}"}}
+        code, text = hacache("flush-near", "--all-processes")
+        assert code == 1 and "shard dead:" in text and "flush published" not in text, text
+
+
 def test_the_command_refuses_other_aliases(settings):
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     with pytest.raises(CommandError, match="not a hacache backend"):
