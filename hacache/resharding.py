@@ -17,7 +17,8 @@ owner in the previous ring. In migration mode (mcrouter's WarmUpRoute and Migrat
 
 Keys that did not move cost nothing more: one ring lookup. A previous owner that cannot be
 reached reads as empty (logged, throttled), so removing a dead shard does not fail reads.
-Hashes, sets and sorted sets are not read through: ``manage.py hacache reshard`` moves them.
+Hashes, sets and sorted sets are not read through: ``manage.py hacache reshard`` moves them;
+a call that needs its key present (``ttl``, ``expire``, ``touch``...) moves one over too.
 The backend's methods are replaced per instance only in migration mode, so a cache without
 ``PREVIOUS_LOCATION`` runs exactly the code it always did.
 """
@@ -149,8 +150,19 @@ def _from_previous(cache: Any, keys: Iterable[str]) -> Plan:
             _unreachable(shard, exc)
             continue
         for key, has_copy in zip(shard_keys, copies, strict=True):
-            raw, ttl = _ok(next(replies)), _ok(next(replies))
+            got, ttl = next(replies), _ok(next(replies))
             copied = next(replies) if has_copy else None
+            if isinstance(got, ResponseError) and str(got).startswith("WRONGTYPE"):
+                # A hash, set or sorted set: no value to read. If MIGRATE copied it (or found
+                # one there), drop the old copy, so it is moved, not kept on both owners.
+                if (
+                    has_copy
+                    and (copied not in (b"NOKEY", "NOKEY"))
+                    and (not isinstance(copied, Exception) or "BUSYKEY" in str(copied))
+                ):
+                    yield Op([(shard, [("DEL", key)])], lambda r: _ok(r[0][0]))
+                continue
+            raw = _ok(got)
             if raw is None or ttl == -2:
                 continue
             if isinstance(copied, ResponseError) and "BUSYKEY" in str(copied):

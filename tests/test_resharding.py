@@ -377,3 +377,20 @@ def test_a_mover_killed_midway_resumes_in_another_process(urls, tmp_path):
     assert json.loads(done.stdout)["previous_location_removable"] is True
     moved = moved_keys(after)
     assert make_cache(params(urls)).get_many(moved) == {k: int(k[1:]) for k in moved}
+
+
+def test_a_call_that_needs_a_moved_structure_moves_it_instead_of_raising(urls):
+    before = make_cache(params(urls[:3]))
+    for i in range(40):
+        before.hset(f"h{i}", mapping={"a": 1})
+        before.expire(f"h{i}", 500)
+    after = make_cache(params(urls, urls[:3]))
+    router = after._router
+    key = next(f"h{i}" for i in range(40) if router.previous_owner(after.make_key(f"h{i}")))
+    made = after.make_key(key)
+    assert 490 <= after.ttl(key) <= 500  # WRONGTYPE before: it read the hash with GET
+    assert client(after, router.shard_for(made)).exists(made)  # moved to its owner...
+    assert not client(after, router.previous_owner(made)).exists(made)  # ...not copied
+    assert after.hgetall(key) == {"a": 1}
+    assert after.hdel(key, "a") == 1 and after.hgetall(key) == {}
+    assert after.ttl(key) == 0 and after.hgetall(key) == {}  # not brought back
