@@ -49,10 +49,10 @@ class DroppedWrites:
         max_keys: int,
         publish: Callable[[list[str] | None], Command] | None,
         wait: tuple[int, float],
-        grace: bool = False,
+        grace_copy: Callable[[str], str] | None = None,
     ) -> None:
         self.max_keys = max_keys
-        self._grace = grace  # a repair also deletes the keys' grace copies (``stampede``)
+        self._grace_copy = grace_copy  # with GRACE, a repair deletes grace copies too
         self._publish = publish
         self._wait = wait
         self._lock = threading.Lock()
@@ -103,7 +103,7 @@ class DroppedWrites:
         if flush:
             commands: list[Command] = [("FLUSHDB",)]
         else:
-            stale = [f"{key}:~stale" for key in keys] if self._grace else []
+            stale = map(self._grace_copy, keys) if self._grace_copy else ()
             commands = [("DEL", *keys, *stale)]
         if self._publish is not None:
             commands.append(self._publish(None if flush else list(keys)))

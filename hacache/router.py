@@ -91,8 +91,12 @@ class Router:
         )
         publish = self.bus.publish_command if self.bus and options.publish_invalidations else None
         wait = (options.wait_replicas, options.wait_timeout)
-        grace = options.stampede is not None and options.stampede.grace > 0
-        self.dropped = DroppedWrites(options.dropped_writes_max, publish, wait, grace)
+        from hacache.stampede import grace_copy  # late: stampede builds on the router
+
+        graced = options.stampede is not None and options.stampede.grace > 0
+        self.dropped = DroppedWrites(
+            options.dropped_writes_max, publish, wait, grace_copy if graced else None
+        )
         self.aliases: list[str] = []
         self.closed = False
         # Migration mode (PREVIOUS_LOCATION): the ring before the change, and its shards (the

@@ -167,6 +167,12 @@ return value
 _PARTS = ("lease", "done", "stale", "delta")
 COMPANIONS = tuple(f":~{part}" for part in _PARTS)  # what ends a companion key's name
 
+
+def grace_copy(key: str) -> str:
+    """Where GRACE keeps ``key``'s previous value; every write of the key deletes it."""
+    return f"{key}:~stale"
+
+
 _HIT, _OURS, _HELD = 1, 2, 3
 _MIN_BLOCK = 0.01  # seconds: the shortest wait worth a blocking call
 _MISSING = object()

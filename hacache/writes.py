@@ -29,6 +29,7 @@ from redis.exceptions import RedisError, ResponseError
 from hacache import counters, failopen
 from hacache.endpoint import Command, Replies
 from hacache.router import Op, Router
+from hacache.stampede import grace_copy
 
 
 class NotReplicated(RedisError):
@@ -51,6 +52,11 @@ def wait_for_replicas(replicas: int = 1, timeout: float = 0.1) -> Iterator[None]
         yield
     finally:
         _replication.reset(token)
+
+
+def _deletion(keys: list[str]) -> Command:
+    """The deletion of the keys' grace copies (``stampede``)."""
+    return ("DEL", *map(grace_copy, keys))
 
 
 class Upkeep:
@@ -79,7 +85,7 @@ class Upkeep:
         batches, graced = [], []
         for (shard, commands), keys in zip(op.batches, keys_per_batch, strict=True):
             if keys:
-                commands = [*commands, ("DEL", *[key + ":~stale" for key in keys])]
+                commands = [*commands, _deletion(keys)]
             batches.append((shard, commands))
             graced.append(bool(keys))
         finish = op.finish
@@ -118,7 +124,7 @@ class Upkeep:
         ):
             extra: list[Command] = []
             if grace and keys:
-                extra.append(("DEL", *[key + ":~stale" for key in keys]))
+                extra.append(_deletion(keys))
             if wait is not None:
                 extra.append(wait)
             if publish is not None and (near_keys is None or near_keys):
