@@ -118,6 +118,12 @@ class Ops:
         except Exception as exc:
             return self._unreadable(key, data, exc, default)
 
+    def _kept(self, key: str, data: bytes) -> tuple[bytes, Any]:
+        """What the near-cache keeps of a stored value (verified and decompressed: a hit only
+        deserializes it), and the value. Raises if it is unreadable."""
+        kept = data if self._open is None else self._open(data, key.encode())
+        return kept, self._hit_loads(kept)
+
     def _unreadable(
         self, key: str, data: bytes, exc: Exception, default: Any, member: bool = False
     ) -> Any:
@@ -173,7 +179,7 @@ class Ops:
             shard = self._router.shard_for(key)
             lease = self._lease(key, shard)
             if lease is not None:
-                near, opener, hit_loads = self._near, self._open, self._hit_loads
+                near = self._near
 
                 def fill(results: list[Replies]) -> Any:
                     value, ttl = (_ok(reply) for reply in results[0])
@@ -181,8 +187,7 @@ class Ops:
                         near.fill(lease, ABSENT, ttl)
                         return default
                     try:  # kept near only once verified and loaded
-                        kept = value if opener is None else opener(value, key.encode())
-                        found = hit_loads(kept)
+                        kept, found = self._kept(key, value)
                     except Exception as exc:
                         return self._unreadable(key, value, exc, default)
                     near.fill(lease, kept, ttl)
@@ -198,16 +203,9 @@ class Ops:
                     fills=True,
                 )
 
-        loads, codec = self._loads, self._codec
-
         def finish(results: list[Replies]) -> Any:
             value = _first(results)
-            if value is None:
-                return default
-            try:
-                return loads(value) if codec is None else codec.loads(value, key.encode())
-            except Exception as exc:
-                return self._unreadable(key, value, exc, default)
+            return default if value is None else self._load(key, value, default)
 
         return self._read_one(key, [("GET", key)], finish)
 
@@ -282,7 +280,7 @@ class Ops:
                     if lease is not None:
                         commands.append(("PTTL", key))
             batches.append((shard, commands))
-        near, opener = self._near, self._open
+        near = self._near
 
         def finish(results: list[Replies]) -> dict[str, Any]:
             for (_, shard_keys), replies, shard_leases in zip(groups, results, leases, strict=True):
@@ -295,8 +293,7 @@ class Ops:
                             near.fill(lease, ABSENT, ttl)
                         continue
                     try:  # one unreadable value is a miss, not the whole call's failure
-                        kept = value if opener is None else opener(value, key.encode())
-                        found[key] = hit_loads(kept)
+                        kept, found[key] = self._kept(key, value)
                     except Exception as exc:
                         if (loaded := self._unreadable(key, value, exc, _BAD)) is not _BAD:
                             found[key] = loaded
