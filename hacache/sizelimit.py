@@ -12,8 +12,7 @@ Invariants:
 - Such a failure is followed by one ``CONFIG GET proto-max-bulk-len`` to the same server. If
   the limit is below the largest argument, the request was refused for its size: the call
   raises ``ValueError`` naming the server and its limit, the breaker is not told, and nothing
-  is retried. Redis runs no command from the refused one on (the ones before it in the same
-  pipeline have run: a ``set_many`` may have stored its other keys on that shard).
+  is retried. Redis runs no command from the refused one on.
 - The limit is kept on the endpoint for ``RELEARN`` seconds (a server's limit can be raised):
   a value above it then raises the same ``ValueError`` before anything is sent (``Ops._dump``).
 - Commands before the refused one in the same request have run: before raising, the policy
