@@ -10,15 +10,13 @@ rounds, and each one's ratio to stdlib ``json``. Nothing else runs: no Redis, no
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from values import SIZES, per_call, records  # this script's folder is on sys.path
+from values import SIZES, per_call, records, write_results  # this script's folder is on sys.path
 
 from hacache.serializers import (
     JSONSerializer,
@@ -73,11 +71,7 @@ def main() -> None:
             f"{r['size']:>5} {r['serializer']:>10} {r['stored_bytes']:>7} {r['dumps_us']:>9.1f} "
             f"{r['dumps_vs_json']:>7.2f} {r['loads_us']:>9.1f} {r['loads_vs_json']:>7.2f}"
         )
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"python": platform.python_version(), "machine": platform.machine()}
-    out.write_text(json.dumps({**meta, "rounds": args.rounds, "rows": rows}, indent=2) + "\n")
-    print(f"\nwritten to {out}")
+    write_results(args.json, rounds=args.rounds, rows=rows)
 
 
 if __name__ == "__main__":

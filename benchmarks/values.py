@@ -161,20 +161,15 @@ def main() -> None:
     print("\nend to end, 1 KB value, one local redis-server (µs per call, median):")
     for name, ops in e2e["us_per_call"].items():
         print(f"  {name:<7} get {ops['get']:>7.1f}   set {ops['set']:>7.1f}")
-    out = Path(args.json)
+    write_results(args.json, rounds=args.rounds, codec=rows, end_to_end=e2e)
+
+
+def write_results(path: str, **results: Any) -> None:
+    """``results`` as JSON at ``path``, with the Python version and machine they ran on."""
+    out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "python": platform.python_version(),
-                "machine": platform.machine(),
-                "rounds": args.rounds,
-                "codec": rows,
-                "end_to_end": e2e,
-            },
-            indent=2,
-        )
-    )
+    meta = {"python": platform.python_version(), "machine": platform.machine()}
+    out.write_text(json.dumps({**meta, **results}, indent=2) + "\n")
     print(f"\nwritten to {out}")
 
 
